@@ -1,0 +1,54 @@
+# gpufleet: `make demo` runs the local fleet story; `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := prometheus haproxy
+
+.PHONY: setup setup-all system-packages demo test lint typecheck unit integration down clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Core install: what the local fleet needs (a few minutes on a fresh machine).
+$(VENV)/.core-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Everything, cloud layer included (cdktf providers ≈ 1.4 GB): what `make test` checks.
+$(VENV)/.all-installed: pyproject.toml $(VENV)/.core-installed
+	$(BIN)/pip install -q -e '.[dev,cloud]'
+	touch $@
+
+system-packages:
+	bash scripts/ensure-debian-packages.sh $(DEBIAN_PACKAGES)
+
+setup: $(VENV)/.core-installed system-packages
+setup-all: $(VENV)/.all-installed system-packages
+
+demo: setup
+	$(BIN)/gpufleet demo
+
+lint: setup-all
+	$(BIN)/ruff check .
+
+typecheck: setup-all
+	$(BIN)/mypy
+
+unit: setup-all
+	$(BIN)/pytest -q -m "not integration" tests
+
+integration: setup-all
+	$(BIN)/pytest -q -m integration tests
+
+test: setup-all
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q tests
+
+down:
+	-$(BIN)/gpufleet down
+
+clean: down
+	rm -rf .gpufleet

@@ -1,0 +1,109 @@
+"""Bounded load against a Triton endpoint (a proxy or a replica), with latency percentiles."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.http as triton_http
+
+from gpufleet.spec import ModelSpec, TensorSpec
+
+NUMPY_DTYPES = {
+    "FP32": np.float32,
+    "FP16": np.float16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "INT8": np.int8,
+}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    errors: int
+    wall_s: float
+    latencies_ms: list[float]
+
+    @property
+    def throughput_rps(self) -> float:
+        return (self.requests - self.errors) / self.wall_s if self.wall_s > 0 else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def example_inputs(model: ModelSpec, batch: int = 1, seed: int = 0) -> list[triton_http.InferInput]:
+    """Deterministic inputs matching the model's signature (-1 dims become 1)."""
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for t in model.inputs:
+        shape = _shape(t, batch if model.triton.max_batch_size > 0 else None)
+        data = rng.standard_normal(shape).astype(NUMPY_DTYPES.get(t.dtype, np.float32))
+        tensor = triton_http.InferInput(t.name, list(shape), t.dtype)
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    return inputs
+
+
+def _shape(t: TensorSpec, batch: int | None) -> tuple[int, ...]:
+    dims = tuple(1 if d == -1 else d for d in t.dims)
+    return (batch, *dims) if batch is not None else dims
+
+
+def infer_once(url: str, model: ModelSpec, version: str = "", seed: int = 0) -> dict[str, np.ndarray]:
+    with triton_http.InferenceServerClient(url.removeprefix("http://"), network_timeout=30) as c:
+        result = c.infer(model.name, example_inputs(model, seed=seed), model_version=version)
+        return {o.name: result.as_numpy(o.name) for o in model.outputs}
+
+
+def run_load(
+    url: str,
+    model: ModelSpec,
+    requests: int,
+    concurrency: int = 4,
+    max_seconds: float = 120.0,
+    on_done: Callable[[int], None] | None = None,
+) -> LoadResult:
+    """Send at most `requests` infer calls over `concurrency` connections, for at most `max_seconds`."""
+    counter = iter(range(requests))
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + max_seconds
+    inputs = example_inputs(model)
+
+    def worker() -> None:
+        nonlocal errors
+        with triton_http.InferenceServerClient(url.removeprefix("http://"), network_timeout=30) as c:
+            while time.monotonic() < deadline:
+                with lock:
+                    if next(counter, None) is None:
+                        return
+                t0 = time.perf_counter()
+                try:
+                    c.infer(model.name, inputs)
+                    ok = True
+                except Exception:
+                    ok = False
+                elapsed = (time.perf_counter() - t0) * 1000
+                with lock:
+                    if ok:
+                        latencies.append(elapsed)
+                    else:
+                        errors += 1
+                if on_done:
+                    on_done(1)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for f in [pool.submit(worker) for _ in range(concurrency)]:
+            f.result()
+    wall = time.perf_counter() - start
+    return LoadResult(len(latencies) + errors, errors, wall, latencies)

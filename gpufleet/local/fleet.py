@@ -1,0 +1,351 @@
+"""Bring the local clusters of a fleet up, report on them, and take them down.
+
+`up` converges: processes already running with the same command and config are kept, dead or
+changed ones are (re)started, ones no longer in the fleet are stopped. Ports are recorded in
+`<home>/state.json` and reused, so URLs stay the same across `up` calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from gpufleet.errors import FleetRuntimeError, UserError
+from gpufleet.local.haproxy import ProxyPorts, haproxy_spec, render_haproxy_config
+from gpufleet.local.ports import LOOPBACK, PortBook
+from gpufleet.local.processes import ProcessSpec, ProcessTable, TrackedProcess, process_alive
+from gpufleet.local.prometheus import ScrapeTarget, prometheus_spec, render_prometheus_config
+from gpufleet.local.store_server import LOCAL_S3_CREDENTIALS, moto_server_spec
+from gpufleet.local.triton import TritonPorts, prepare_backends, triton_spec
+from gpufleet.modelrepo import cpu_package, render_config_pbtxt
+from gpufleet.spec import Fleet, ModelSpec
+from gpufleet.store import ModelStore
+from gpufleet.triton_admin import load_versions, repository_index, serving_versions
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ReplicaEndpoints:
+    name: str
+    http_url: str
+    metrics_url: str
+
+
+@dataclass(frozen=True)
+class ClusterEndpoints:
+    name: str
+    proxy_url: str
+    proxy_metrics_url: str
+    admin_socket: str
+    replicas: list[ReplicaEndpoints]
+
+
+@dataclass(frozen=True)
+class FleetEndpoints:
+    """Where everything of a running local fleet answers; saved in the state file."""
+
+    fleet_file: str
+    store_url: str
+    bucket: str
+    prefix: str
+    prometheus_url: str
+    clusters: list[ClusterEndpoints]
+
+    def cluster(self, name: str) -> ClusterEndpoints:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in self.clusters)
+        raise UserError(f"cluster '{name}' is not a running local cluster; use one of: {known}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> FleetEndpoints:
+        clusters = []
+        for c in raw["clusters"]:  # type: ignore[attr-defined]
+            replicas = [ReplicaEndpoints(**r) for r in c["replicas"]]
+            clusters.append(ClusterEndpoints(**{**c, "replicas": replicas}))
+        return cls(**{**raw, "clusters": clusters})  # type: ignore[arg-type]
+
+
+def _fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+class LocalFleet:
+    def __init__(self, home: Path, report: Report | None = None) -> None:
+        self.home = home.resolve()
+        self.table = ProcessTable(self.home)
+        self.report: Report = report or (lambda _msg: None)
+
+    # -- reading -----------------------------------------------------------------------------
+    def endpoints(self) -> FleetEndpoints | None:
+        raw = self.table.read_state().get("endpoints")
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return FleetEndpoints.from_dict(raw)
+        except (KeyError, TypeError):
+            return None
+
+    def store(self, endpoints: FleetEndpoints) -> ModelStore:
+        return ModelStore(
+            endpoints.bucket, endpoints.prefix, endpoints.store_url, credentials=LOCAL_S3_CREDENTIALS
+        )
+
+    # -- planning ----------------------------------------------------------------------------
+    def _plan(
+        self, fleet: Fleet, fleet_file: Path, ports: PortBook
+    ) -> tuple[FleetEndpoints, list[list[ProcessSpec]]]:
+        clusters = fleet.local_clusters()
+        if not clusters:
+            raise UserError(
+                f"{fleet_file.name}: clusters: no cluster has cloud: local; add one to run a local fleet"
+            )
+        store_port = ports.get("store")
+        store_url = f"http://{LOOPBACK}:{store_port}"
+        repo_url = f"s3://{store_url}/{fleet.model_store.bucket}/{fleet.model_store.prefix}"
+        backends = prepare_backends(self.home)
+        config_dir = self.home / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+
+        tritons: list[ProcessSpec] = []
+        proxies: list[ProcessSpec] = []
+        targets: list[ScrapeTarget] = []
+        cluster_endpoints: list[ClusterEndpoints] = []
+        for cluster in clusters:
+            replicas: list[ReplicaEndpoints] = []
+            backend_ports: dict[str, int] = {}
+            for i in range(cluster.replicas):
+                name = f"{cluster.name}-{i}"
+                tp = TritonPorts(
+                    ports.get(f"{name}.http"), ports.get(f"{name}.grpc"), ports.get(f"{name}.metrics")
+                )
+                spec = triton_spec(f"triton-{name}", cluster.name, tp, repo_url, backends)
+                tritons.append(_with_fingerprint(spec))
+                replicas.append(
+                    ReplicaEndpoints(name, f"http://{LOOPBACK}:{tp.http}", f"http://{LOOPBACK}:{tp.metrics}")
+                )
+                backend_ports[name] = tp.http
+                targets.append(ScrapeTarget("triton", tp.metrics, cluster.name, name))
+            pp = ProxyPorts(
+                ports.get(f"proxy-{cluster.name}.serve"), ports.get(f"proxy-{cluster.name}.metrics")
+            )
+            socket = self.home / "run" / f"proxy-{cluster.name}.sock"
+            socket.parent.mkdir(parents=True, exist_ok=True)
+            cfg_text = render_haproxy_config(cluster.name, pp, backend_ports, socket)
+            cfg_path = config_dir / f"haproxy-{cluster.name}.cfg"
+            cfg_path.write_text(cfg_text)
+            proxies.append(_with_fingerprint(haproxy_spec(cluster.name, cfg_path, pp), cfg_text))
+            targets.append(ScrapeTarget("proxy", pp.metrics, cluster.name, f"proxy-{cluster.name}"))
+            cluster_endpoints.append(
+                ClusterEndpoints(
+                    cluster.name,
+                    f"http://{LOOPBACK}:{pp.serve}",
+                    f"http://{LOOPBACK}:{pp.metrics}/metrics",
+                    str(socket),
+                    replicas,
+                )
+            )
+        prom_port = ports.get("prometheus")
+        prom_cfg = render_prometheus_config(targets)
+        prom_path = config_dir / "prometheus.yml"
+        prom_path.write_text(prom_cfg)
+        prom = _with_fingerprint(
+            prometheus_spec(prom_path, self.home / "prometheus-data", prom_port), prom_cfg
+        )
+        endpoints = FleetEndpoints(
+            fleet_file=str(fleet_file.resolve()),
+            store_url=store_url,
+            bucket=fleet.model_store.bucket,
+            prefix=fleet.model_store.prefix,
+            prometheus_url=f"http://{LOOPBACK}:{prom_port}",
+            clusters=cluster_endpoints,
+        )
+        store = _with_fingerprint(moto_server_spec(store_port))
+        return endpoints, [[store], tritons, proxies, [prom]]
+
+    # -- up ----------------------------------------------------------------------------------
+    def up(self, fleet: Fleet, fleet_file: Path, timeout_s: float = 180.0) -> FleetEndpoints:
+        state = self.table.read_state()
+        recorded = state.get("ports")
+        ports = PortBook(recorded if isinstance(recorded, dict) else None)
+        endpoints, stages = self._plan(fleet, fleet_file, ports)
+        state["ports"] = ports.ports
+        state["endpoints"] = asdict(endpoints)
+        self.table.write_state(state)
+
+        wanted = {spec.name for stage in stages for spec in stage}
+        leftovers = [name for name in self.table.tracked() if name not in wanted]
+        if leftovers:
+            self.report(f"stopping processes no longer in the fleet: {', '.join(leftovers)}")
+            self.table.stop(leftovers)
+
+        started: list[str] = []
+        try:
+            for i, stage in enumerate(stages):
+                started += self._converge(stage, timeout_s)
+                if i == 0:
+                    self._publish_models(fleet, endpoints)
+                if i == 1:
+                    self._load_models(fleet, endpoints)
+        except BaseException:
+            # Leave nothing half-started by this call; processes that were already up stay up.
+            self.table.stop(started)
+            raise
+        return endpoints
+
+    def _converge(self, stage: list[ProcessSpec], timeout_s: float) -> list[str]:
+        tracked = self.table.tracked()
+        to_start = []
+        for spec in stage:
+            current = tracked.get(spec.name)
+            if current and process_alive(current) and current.fingerprint == spec.fingerprint:
+                continue
+            if current:
+                self.report(f"restarting {spec.name}")
+                self.table.stop([spec.name])
+            to_start.append(spec)
+        started = []
+        for spec in to_start:
+            self.report(f"starting {spec.name}")
+            started.append(self.table.start(spec))
+        deadline = time.monotonic() + timeout_s
+        pending = {p.name: (p, spec) for p, spec in zip(started, to_start, strict=True)}
+        while pending:
+            for name, (proc, spec) in list(pending.items()):
+                if not process_alive(proc):
+                    raise FleetRuntimeError(
+                        f"{name} exited during start{_last_log_line(proc)}; see {proc.log}"
+                    )
+                if _healthy(spec.health_url):
+                    self.report(f"{name} ready")
+                    del pending[name]
+            if pending and time.monotonic() > deadline:
+                name, (proc, _) = next(iter(pending.items()))
+                raise FleetRuntimeError(
+                    f"{name} not ready after {timeout_s:.0f}s{_last_log_line(proc)}; see {proc.log}"
+                )
+            time.sleep(0.25)
+        return [p.name for p in started]
+
+    def _publish_models(self, fleet: Fleet, endpoints: FleetEndpoints) -> None:
+        store = self.store(endpoints)
+        store.ensure_bucket()
+        for model in fleet.models:
+            if store.versions(model.name):
+                continue
+            version = store.next_version(model.name)
+            self.report(f"publishing {model.name} version {version} to the model store")
+            store.publish_version(
+                model.name,
+                version,
+                cpu_package(model),
+                render_config_pbtxt(model),
+                {"source": model.source, "engine": {"format": "onnx", "runtime": "onnxruntime-cpu"}},
+            )
+
+    def _load_models(self, fleet: Fleet, endpoints: FleetEndpoints) -> None:
+        store = self.store(endpoints)
+        for model in fleet.models:
+            versions = store.versions(model.name)
+            target = [versions[-1]]  # the newest published version until a rollout says otherwise
+            self.load_everywhere(model, target, endpoints)
+
+    def load_everywhere(self, model: ModelSpec, versions: list[int], endpoints: FleetEndpoints) -> None:
+        """Load `versions` of a model on every replica of every cluster, each verified on its own."""
+        replicas = [(c.name, r) for c in endpoints.clusters for r in c.replicas]
+
+        def load_one(item: tuple[str, ReplicaEndpoints]) -> None:
+            cluster, replica = item
+            if serving_versions(replica.http_url, model.name) == set(versions):
+                return
+            self.report(f"loading {model.name} {versions} on {replica.name}")
+            try:
+                load_versions(replica.http_url, model, versions)
+            except Exception as exc:
+                log = self.table.logs / f"triton-{replica.name}.log"
+                raise FleetRuntimeError(f"triton-{replica.name}: could not load {exc}; see {log}") from exc
+
+        with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
+            list(pool.map(load_one, replicas))
+
+    # -- down --------------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        stopped = self.table.stop_all()
+        state = self.table.read_state()
+        state.pop("endpoints", None)
+        self.table.write_state(state)
+        return stopped
+
+    def status(self) -> list[ProcessStatus]:
+        """One row per tracked process: alive, answering its health check, models it serves."""
+        endpoints = self.endpoints()
+        health = {}
+        if endpoints:
+            for c in endpoints.clusters:
+                for r in c.replicas:
+                    health[f"triton-{r.name}"] = (f"{r.http_url}/v2/health/ready", r.http_url)
+                health[f"proxy-{c.name}"] = (c.proxy_metrics_url.replace("/metrics", "/healthz"), c.proxy_url)
+            health["store"] = (f"{endpoints.store_url}/moto-api/", endpoints.store_url)
+            health["prometheus"] = (f"{endpoints.prometheus_url}/-/ready", endpoints.prometheus_url)
+
+        def row(proc: TrackedProcess) -> ProcessStatus:
+            alive = process_alive(proc)
+            check, url = health.get(proc.name, ("", ""))
+            ready = alive and bool(check) and _healthy(check)
+            models: list[str] = []
+            if ready and proc.role == "triton":
+                try:
+                    models = sorted(
+                        f"{v.model}:{v.version}" for v in repository_index(url) if v.state == "READY"
+                    )
+                except Exception:  # a replica going away mid-check is "not ready", not a crash
+                    ready = False
+            return ProcessStatus(
+                proc.name, proc.role, proc.cluster, proc.pid, alive, ready, models, url, proc.log
+            )
+
+        procs = sorted(self.table.tracked().values(), key=lambda p: (p.cluster or "", p.role, p.name))
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(row, procs))
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    role: str
+    cluster: str | None
+    pid: int
+    alive: bool
+    ready: bool
+    models: list[str]
+    url: str
+    log: str
+
+
+def _with_fingerprint(spec: ProcessSpec, config_text: str = "") -> ProcessSpec:
+    # Only what we control: the inherited environment (PATH, ...) must not force restarts.
+    fp = _fingerprint(*spec.argv, config_text)
+    return ProcessSpec(spec.name, spec.argv, spec.health_url, spec.role, spec.cluster, spec.env, fp)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _last_log_line(proc: TrackedProcess) -> str:
+    try:
+        lines = [ln.strip() for ln in Path(proc.log).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f" (last log line: {lines[-1][:200]})" if lines else ""

@@ -1,0 +1,77 @@
+"""Shared fixtures: the real local fleet, started once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GPUFLEET = [sys.executable, "-m", "gpufleet"]
+
+TEST_FLEET = """
+name: itest
+clusters:
+  - {name: local-a, cloud: local, wave: 1, replicas: 2}
+  - {name: local-b, cloud: local, wave: 2, replicas: 2}
+model_store: {bucket: itest-models, prefix: models}
+models:
+  - name: mlp
+    source: builtin:mlp
+    inputs: [{name: INPUT, dtype: FP32, dims: [16]}]
+    outputs: [{name: OUTPUT, dtype: FP32, dims: [4]}]
+    triton: {max_batch_size: 8, dynamic_batching: true}
+"""
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GPUFLEET, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        cwd=REPO,
+    )
+
+
+@dataclass(frozen=True)
+class RunningFleet:
+    file: Path
+    home: Path
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            *args, env={"GPUFLEET_HOME": str(self.home), "GPUFLEET_FILE": str(self.file)}, timeout=timeout
+        )
+
+
+def local_fleet_available() -> str | None:
+    missing = [
+        b for b in ("haproxy", "prometheus") if not (shutil.which(b) or Path(f"/usr/sbin/{b}").exists())
+    ]
+    return f"missing {', '.join(missing)} (make setup installs them)" if missing else None
+
+
+@pytest.fixture(scope="session")
+def local_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    reason = local_fleet_available()
+    if reason:
+        pytest.fail(f"the local fleet cannot run: {reason}")
+    root = tmp_path_factory.mktemp("fleet")
+    fleet = RunningFleet(file=root / "fleet.yaml", home=root / "home")
+    fleet.file.write_text(TEST_FLEET)
+    result = fleet.cli("up", timeout=600)
+    try:
+        assert result.returncode == 0, f"gpufleet up failed:\n{result.stdout}\n{result.stderr}"
+        yield fleet
+    finally:
+        fleet.cli("down")
