@@ -161,7 +161,8 @@ def infer(
     except Exception as exc:
         raise FleetRuntimeError(f"infer {model} on {cluster} via {target.proxy_url} failed: {exc}") from exc
     for name, value in outputs.items():
-        console.print(f"{cluster}/{model} {name} {list(value.shape)}: {value.round(4).tolist()}")
+        shown = value.astype(float).round(4).tolist()  # float64 first: float32 digits print as noise
+        console.print(f"{cluster}/{model} {name} {list(value.shape)}: {shown}")
 
 
 def _model(fleet: Fleet, name: str) -> ModelSpec:

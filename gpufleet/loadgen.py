@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import tritonclient.http as triton_http
 
 from gpufleet.spec import ModelSpec, TensorSpec
@@ -57,7 +58,9 @@ def _shape(t: TensorSpec, batch: int | None) -> tuple[int, ...]:
     return (batch, *dims) if batch is not None else dims
 
 
-def infer_once(url: str, model: ModelSpec, version: str = "", seed: int = 0) -> dict[str, np.ndarray]:
+def infer_once(
+    url: str, model: ModelSpec, version: str = "", seed: int = 0
+) -> dict[str, npt.NDArray[np.generic]]:
     with triton_http.InferenceServerClient(url.removeprefix("http://"), network_timeout=30) as c:
         result = c.infer(model.name, example_inputs(model, seed=seed), model_version=version)
         return {o.name: result.as_numpy(o.name) for o in model.outputs}

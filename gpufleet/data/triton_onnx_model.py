@@ -6,6 +6,7 @@ no onnxruntime or TensorRT backend). Requests of one dynamic batch are stacked i
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -13,7 +14,7 @@ import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         options = ort.SessionOptions()
@@ -25,7 +26,7 @@ class TritonPythonModel:
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         batches = [
             {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names}
             for r in requests

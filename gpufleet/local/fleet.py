@@ -130,7 +130,9 @@ class LocalFleet:
                 spec = triton_spec(f"triton-{name}", cluster.name, tp, repo_url, backends)
                 tritons.append(_with_fingerprint(spec))
                 replicas.append(
-                    ReplicaEndpoints(name, f"http://{LOOPBACK}:{tp.http}", f"http://{LOOPBACK}:{tp.metrics}")
+                    ReplicaEndpoints(
+                        name, f"http://{LOOPBACK}:{tp.http}", f"http://{LOOPBACK}:{tp.metrics}/metrics"
+                    )
                 )
                 backend_ports[name] = tp.http
                 targets.append(ScrapeTarget("triton", tp.metrics, cluster.name, name))
