@@ -202,7 +202,8 @@ def _load_table(
     requests: int,
     concurrency: int,
     max_seconds: float,
-) -> None:
+) -> dict[str, float]:
+    """Run the load per cluster, print the table, return successful requests per cluster."""
     from gpufleet.loadgen import run_load
 
     results = {}
@@ -239,6 +240,7 @@ def _load_table(
     console.print(table)
     if any(r.errors for r in results.values()):
         raise FleetRuntimeError("some requests failed; see the table above and `gpufleet status`")
+    return {name: float(r.requests - r.errors) for name, r in results.items()}
 
 
 @app.command()
@@ -259,7 +261,17 @@ def demo(
     first = fleet.models[0]
     for c in endpoints.clusters:
         infer(c.name, first.name, home=home, file=file)
-    _load_table(endpoints, first, [c.name for c in endpoints.clusters], requests, concurrency, 300.0)
+    sent = _load_table(endpoints, first, [c.name for c in endpoints.clusters], requests, concurrency, 300.0)
+
+    from gpufleet.metrics import wait_for_successes
+
+    with console.status("waiting for Prometheus to scrape the replicas"):
+        seen = wait_for_successes(endpoints.prometheus_url, first.name, sent)
+    console.print(
+        "Prometheus sees nv_inference_request_success: "
+        + ", ".join(f"{c} {seen.get(c, 0):.0f}" for c in sent)
+        + f" (≥ {requests} sent through each proxy)"
+    )
     console.print(
         "\n[bold]The fleet is still up.[/bold]\n"
         f"  look:  gpufleet status   ·   Prometheus {endpoints.prometheus_url}/graph"
