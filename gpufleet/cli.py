@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 FileOption = Annotated[
     Path, typer.Option("--file", "-f", envvar="GPUFLEET_FILE", help="Fleet file.", show_default=True)
@@ -277,7 +277,8 @@ def demo(
         f"  look:  gpufleet status   ·   Prometheus {endpoints.prometheus_url}/graph"
         "?g0.expr=sum%20by%20(cluster%2Cversion)%20(rate(nv_inference_request_success%5B30s%5D))\n"
         f"  ask:   gpufleet infer {endpoints.clusters[0].name} {first.name}\n"
-        "  stop:  gpufleet down"
+        "  stop:  gpufleet down",
+        soft_wrap=True,
     )
 
 
