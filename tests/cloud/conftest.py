@@ -1,0 +1,57 @@
+"""Synthesize the example fleet once per test session (provider imports are slow), and one preview."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+PREVIEW_BRANCH = "feature/Ünïcode-and-a-very-long-branch-name-for-previews"
+PREVIEW_EXPIRES_AT = 1_900_000_000
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    outdir: Path
+    manifest: dict[str, Any]
+
+    def stack_names(self) -> list[str]:
+        return list(self.manifest["stacks"])
+
+    def stack(self, name: str) -> dict[str, Any]:
+        return json.loads((self.outdir / "stacks" / name / "cdk.tf.json").read_text())
+
+    def stacks(self) -> dict[str, dict[str, Any]]:
+        return {name: self.stack(name) for name in self.stack_names()}
+
+    def resources(self, stack: str, rtype: str) -> dict[str, dict[str, Any]]:
+        return dict(self.stack(stack).get("resource", {}).get(rtype, {}))
+
+
+def _synth(outdir: Path, **kw: Any) -> Synthesized:
+    from stacks.synth import SynthOptions, synth_fleet
+
+    options = SynthOptions(fleet_file=REPO / "fleet.yaml", environment="prod", **kw)
+    manifest = synth_fleet(["aws", "gcp", "azure"], options, outdir)
+    return Synthesized(outdir, manifest)
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+    yield _synth(tmp_path_factory.mktemp("synth-prod"))
+
+
+@pytest.fixture(scope="session")
+def synthesized_preview(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+    yield _synth(
+        tmp_path_factory.mktemp("synth-preview"),
+        branch=PREVIEW_BRANCH,
+        owner="dev@example.com",
+        expires_at=PREVIEW_EXPIRES_AT,
+    )
