@@ -80,7 +80,9 @@ def test_unknown_model_lists_known_ones(tmp_path: Path) -> None:
 
 def test_each_error_stays_on_one_line_in_a_narrow_terminal(tmp_path: Path) -> None:
     bad = tmp_path / "fleet.yaml"
-    bad.write_text("name: Bad_Name\nclusters:\n  - {name: Local_A, cloud: local}\nmodel_store: {bucket: 'My..Bucket'}\n")
+    bad.write_text(
+        "name: Bad_Name\nclusters:\n  - {name: Local_A, cloud: local}\nmodel_store: {bucket: 'My..Bucket'}\n"
+    )
     result = run_cli("validate", str(bad), env={"COLUMNS": "40"})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
