@@ -282,6 +282,44 @@ def demo(
     )
 
 
+@app.command()
+def synth(
+    file: FileOption = DEFAULT_FILE,
+    env: Annotated[str, typer.Option("--env", envvar="GPUFLEET_ENV", help="Environment name.")] = "prod",
+    out: Annotated[Path, typer.Option("--out", help="Output folder (what `cdktf deploy` reads).")] = Path(
+        "cdktf.out"
+    ),
+) -> None:
+    """Synthesize the fleet's cloud stacks (Terraform JSON) without the Node cdktf CLI."""
+    import time
+
+    from gpufleet.environments import environment_problem
+
+    problem = environment_problem(env)
+    if problem:
+        raise UserError(f"--env: {problem}")
+    fleet = load_fleet(file)
+    clouds = sorted({c.cloud for c in fleet.cloud_clusters()})
+    if not clouds:
+        raise UserError(f"{file}: clusters: no aws, gcp or azure cluster; nothing to synthesize")
+    import importlib.util
+
+    if importlib.util.find_spec("cdktf") is None:
+        raise UserError(
+            "the cloud layer is not installed (no cdktf); run `make setup-all` or pip install -e '.[cloud]'"
+        )
+    from stacks.synth import SynthOptions, synth_fleet
+
+    started = time.perf_counter()
+    with console.status(f"synthesizing {', '.join(clouds)} stacks (one process per cloud)"):
+        manifest = synth_fleet(clouds, SynthOptions(file, env), out)
+    stacks = manifest["stacks"]
+    assert isinstance(stacks, dict)
+    console.print(f"synthesized {len(stacks)} stacks into {out} in {time.perf_counter() - started:.0f}s")
+    for name in stacks:
+        console.print(f"  {out}/stacks/{name}/cdk.tf.json")
+
+
 def main() -> None:
     """Entry point: user mistakes → one line and exit 2; runtime failures → one line and exit 1."""
     try:

@@ -93,7 +93,9 @@ class StackContext:
 
     def resource_name(self, *parts: str, max_length: int = 63, alnum_only: bool = False) -> str:
         """A name unique to fleet + environment (e.g. a bucket), fitted to the cloud's limit."""
-        return fit_name(self.fleet.name, self.environment, *parts, max_length=max_length, alnum_only=alnum_only)
+        return fit_name(
+            self.fleet.name, self.environment, *parts, max_length=max_length, alnum_only=alnum_only
+        )
 
     def store_bucket(self, max_length: int = 63) -> str:
         """Model store bucket/container: shared by a base environment and its previews."""

@@ -87,5 +87,9 @@ def synth_fleet(clouds: list[str], options: SynthOptions, outdir: Path) -> dict[
     with tempfile.TemporaryDirectory(prefix="gpufleet-synth-") as tmp:
         parts = [Path(tmp) / cloud for cloud in ordered]
         with ThreadPoolExecutor(max_workers=max(1, len(ordered))) as pool:
-            list(pool.map(lambda cp: synth_cloud_subprocess(cp[0], options, cp[1]), zip(ordered, parts, strict=True)))
+            list(
+                pool.map(
+                    lambda cp: synth_cloud_subprocess(cp[0], options, cp[1]), zip(ordered, parts, strict=True)
+                )
+            )
         return merge_outputs(parts, outdir)
