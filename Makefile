@@ -21,11 +21,21 @@ $(VENV)/.all-installed: pyproject.toml $(VENV)/.core-installed
 	$(BIN)/pip install -q -e '.[dev,cloud]'
 	touch $@
 
+# checkov pins an old boto3 and networkx: it lives in its own venv, apart from the project's.
+.venv-tools/bin/checkov:
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install -q 'checkov>=3.2,<4'
+
+# The cdktf CLI (Node), pinned in package.json to the Python cdktf release, installed into the repo.
+node_modules/.bin/cdktf: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
 system-packages:
 	bash scripts/ensure-debian-packages.sh $(DEBIAN_PACKAGES)
 
 setup: $(VENV)/.core-installed system-packages
-setup-all: $(VENV)/.all-installed system-packages
+setup-all: $(VENV)/.all-installed .venv-tools/bin/checkov node_modules/.bin/cdktf system-packages
 
 demo: setup
 	$(BIN)/gpufleet demo
