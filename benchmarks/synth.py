@@ -11,6 +11,7 @@ Targets: 3-cloud synth <= 1.3x the slowest single provider import; 50 clusters <
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -54,10 +55,8 @@ def measure(fn: Callable[[], object]) -> Measure:
         while not done.is_set():
             total = 0
             for p in [me, *me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):  # a child may exit between listing and reading
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             peak = max(peak, total / 2**20)
             time.sleep(0.05)
 
