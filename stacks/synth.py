@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def merge_outputs(parts: list[Path], outdir: Path) -> dict[str, object]:
     return manifest
 
 
-def synth_fleet(clouds: list[str], options: SynthOptions, outdir: Path) -> dict[str, object]:
+def synth_fleet(clouds: Sequence[str], options: SynthOptions, outdir: Path) -> dict[str, object]:
     """Synthesize every cloud of the fleet into `outdir` (replacing stacks of earlier synths)."""
     ordered = [c for c in CLOUD_ORDER if c in clouds]
     if outdir.exists():

@@ -218,8 +218,17 @@ class LocalFleet:
         for spec in to_start:
             self.report(f"starting {spec.name}")
             started.append(self.table.start(spec))
+        try:
+            self._wait_ready(started, to_start, timeout_s)
+        except BaseException:
+            # Stop what this stage started: a failed `up` leaves no half-started process behind.
+            self.table.stop([p.name for p in started])
+            raise
+        return [p.name for p in started]
+
+    def _wait_ready(self, started: list[TrackedProcess], specs: list[ProcessSpec], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        pending = {p.name: (p, spec) for p, spec in zip(started, to_start, strict=True)}
+        pending = {p.name: (p, spec) for p, spec in zip(started, specs, strict=True)}
         while pending:
             for name, (proc, spec) in list(pending.items()):
                 if not process_alive(proc):
@@ -235,7 +244,6 @@ class LocalFleet:
                     f"{name} not ready after {timeout_s:.0f}s{_last_log_line(proc)}; see {proc.log}"
                 )
             time.sleep(0.25)
-        return [p.name for p in started]
 
     def _publish_models(self, fleet: Fleet, endpoints: FleetEndpoints) -> None:
         store = self.store(endpoints)

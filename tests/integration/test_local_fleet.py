@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -98,19 +99,22 @@ def test_prometheus_scrapes_triton_and_proxies_of_both_clusters(local_fleet: Run
     endpoints = LocalFleet(local_fleet.home).endpoints()
     assert endpoints is not None
     prom = PrometheusConnect(url=endpoints.prometheus_url, disable_ssl=True)
+
+    def clusters_with(query: str, value_ok: Callable[[float], bool]) -> set[str]:
+        return {s["metric"]["cluster"] for s in prom.custom_query(query) if value_ok(float(s["value"][1]))}
+
+    # Each target's first scrape lands anywhere in the 2 s interval: poll until every series is in.
     deadline = time.monotonic() + 60
-    clusters: set[str] = set()
-    while time.monotonic() < deadline:
-        series = prom.custom_query('nv_inference_request_success{model="mlp"}')
-        clusters = {s["metric"]["cluster"] for s in series if float(s["value"][1]) > 0}
-        if clusters == {"local-a", "local-b"}:
+    while True:
+        served = clusters_with('nv_inference_request_success{model="mlp"}', lambda v: v > 0)
+        proxies = clusters_with('up{job="proxy"}', lambda v: v == 1)
+        if served == proxies == {"local-a", "local-b"} or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert clusters == {"local-a", "local-b"}
+    assert served == {"local-a", "local-b"}
+    assert proxies == {"local-a", "local-b"}
     versions = {s["metric"]["version"] for s in prom.custom_query("nv_inference_request_success")}
     assert versions == {"1"}
-    up = prom.custom_query('up{job="proxy"}')
-    assert {s["metric"]["cluster"] for s in up if s["value"][1] == "1"} == {"local-a", "local-b"}
 
 
 def test_up_again_keeps_running_processes(local_fleet: RunningFleet) -> None:
