@@ -32,6 +32,19 @@ def environment_problem(name: str) -> str | None:
     )
 
 
+def preview_environment_problem(name: str) -> str | None:
+    """Preview environments are named `pv-...`; anything else (prod!) must never be taken for one."""
+    problem = environment_problem(name)
+    if problem:
+        return problem
+    if not name.startswith(PREVIEW_PREFIX):
+        return (
+            f"environment {name!r} is not a preview (preview names start with {PREVIEW_PREFIX!r}); "
+            "previews are destroyed by name only, other environments with `cdktf destroy` by hand"
+        )
+    return None
+
+
 def slug(text: str) -> str:
     """Lowercase ASCII letters and digits separated by single '-' (accents folded, the rest dropped)."""
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()

@@ -12,10 +12,15 @@ import os
 import sys
 from pathlib import Path
 
-from gpufleet.environments import DEFAULT_ENVIRONMENT, environment_problem, preview_environment
+from gpufleet.environments import (
+    DEFAULT_ENVIRONMENT,
+    environment_problem,
+    preview_environment,
+    preview_environment_problem,
+)
 from gpufleet.errors import FleetRuntimeError, UserError
 from gpufleet.spec import FleetSpecError, load_fleet
-from stacks.context import Preview, StackContext
+from stacks.context import StackContext
 from stacks.synth import CLOUD_ORDER, SynthOptions, synth_fleet
 
 
@@ -26,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--branch", default=os.environ.get("GPUFLEET_BRANCH"))
     p.add_argument("--owner", default=os.environ.get("GPUFLEET_OWNER"))
     p.add_argument("--expires-at", type=int, default=None)
+    p.add_argument("--preview-env", default=None, help="A preview environment by name (pv-...).")
+    p.add_argument("--ttl-hours", type=int, default=None)
     p.add_argument("--cloud", choices=CLOUD_ORDER)
     p.add_argument("--out", default=os.environ.get("CDKTF_OUTDIR", "cdktf.out"))
     return p.parse_args(argv)
@@ -33,15 +40,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def context_for(args: argparse.Namespace) -> StackContext:
     fleet = load_fleet(args.file)
-    if args.branch:
-        env = preview_environment(args.branch)
-        preview = Preview.starting_now(args.branch, args.owner or "unknown", fleet.previews.ttl_hours)
-        if args.expires_at:
-            preview = Preview(args.branch, preview.owner, preview.ttl_hours, args.expires_at)
-        return StackContext(fleet=fleet, environment=env, preview=preview, base_environment=args.env)
     problem = environment_problem(args.env)
     if problem:
         raise UserError(f"--env: {problem}")
+    if args.preview_env or args.branch:
+        env = args.preview_env or preview_environment(args.branch)
+        problem = preview_environment_problem(env)
+        if problem:
+            raise UserError(f"--preview-env: {problem}")
+        return StackContext.for_preview(
+            fleet,
+            env,
+            args.branch or "unknown",
+            args.owner or "unknown",
+            args.ttl_hours,
+            args.expires_at,
+            args.env,
+        )
     return StackContext(fleet=fleet, environment=args.env, base_environment=args.env)
 
 
@@ -60,7 +75,9 @@ def main(argv: list[str]) -> int:
             raise UserError(f"{args.file}: clusters: no aws, gcp or azure cluster; nothing to synthesize")
         # One expiry for every cloud's process: computed here, passed down.
         expires_at = ctx.preview.expires_at if ctx.preview else None
-        options = SynthOptions(Path(args.file), args.env, args.branch, args.owner, expires_at)
+        options = SynthOptions(
+            Path(args.file), args.env, args.branch, args.owner, expires_at, args.preview_env, args.ttl_hours
+        )
         manifest = synth_fleet(clouds, options, Path(args.out))
         stacks = manifest["stacks"]
         assert isinstance(stacks, dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from cdktf import App
 
@@ -19,7 +19,7 @@ class CloudStacks(Protocol):
 
 
 def build_app(ctx: StackContext, cloud: str, outdir: Path) -> tuple[App, list[str]]:
-    module: CloudStacks = importlib.import_module(CLOUD_MODULES[cloud])  # type: ignore[assignment]
+    module = cast(CloudStacks, importlib.import_module(CLOUD_MODULES[cloud]))
     app = App(outdir=str(outdir))
     names = module.add_stacks(app, ctx)
     return app, names

@@ -21,7 +21,9 @@ TAG_BRANCH = "gpufleet-branch"
 TAG_OWNER = "gpufleet-owner"
 TAG_EXPIRES_AT = "gpufleet-expires-at"  # unix seconds: sortable and valid as a GCP label value
 TAG_TTL_HOURS = "gpufleet-ttl-hours"
-PREVIEW_TAGS = (TAG_PREVIEW, TAG_BRANCH, TAG_OWNER, TAG_EXPIRES_AT, TAG_TTL_HOURS)
+# The environment whose state bucket holds a preview's state: what a sweep needs to destroy it.
+TAG_BASE_ENVIRONMENT = "gpufleet-base-environment"
+PREVIEW_TAGS = (TAG_PREVIEW, TAG_BRANCH, TAG_OWNER, TAG_EXPIRES_AT, TAG_TTL_HOURS, TAG_BASE_ENVIRONMENT)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,24 @@ class StackContext:
     base_environment: str = DEFAULT_ENVIRONMENT
     extra_tags: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def for_preview(
+        cls,
+        fleet: Fleet,
+        environment: str,
+        branch: str,
+        owner: str,
+        ttl_hours: int | None = None,
+        expires_at: int | None = None,
+        base_environment: str = DEFAULT_ENVIRONMENT,
+    ) -> StackContext:
+        """A preview context; expiry defaults to now + TTL (the spec's unless given)."""
+        ttl = ttl_hours or fleet.previews.ttl_hours
+        preview = Preview.starting_now(branch, owner, ttl)
+        if expires_at:
+            preview = Preview(branch, owner, ttl, expires_at)
+        return cls(fleet=fleet, environment=environment, preview=preview, base_environment=base_environment)
+
     @property
     def is_preview(self) -> bool:
         return self.preview is not None
@@ -74,6 +94,7 @@ class StackContext:
                 TAG_OWNER: (slug(self.preview.owner) or "unknown")[:63].strip("-") or "unknown",
                 TAG_EXPIRES_AT: str(self.preview.expires_at),
                 TAG_TTL_HOURS: str(self.preview.ttl_hours),
+                TAG_BASE_ENVIRONMENT: self.base_environment,
             }
         return tags | self.extra_tags
 

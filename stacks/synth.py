@@ -36,6 +36,9 @@ class SynthOptions:
     branch: str | None = None
     owner: str | None = None
     expires_at: int | None = None
+    # A preview named directly (a sweep knows the environment from its tags, not the branch).
+    preview_environment: str | None = None
+    ttl_hours: int | None = None
 
 
 def option_args(options: SynthOptions) -> list[str]:
@@ -46,6 +49,10 @@ def option_args(options: SynthOptions) -> list[str]:
         args += ["--owner", options.owner]
     if options.expires_at is not None:
         args += ["--expires-at", str(options.expires_at)]
+    if options.preview_environment is not None:
+        args += ["--preview-env", options.preview_environment]
+    if options.ttl_hours is not None:
+        args += ["--ttl-hours", str(options.ttl_hours)]
     return args
 
 

@@ -1,0 +1,640 @@
+"""Preview environments: names, cost estimates and the cap, finding them by tag, preflight, sweep.
+
+Fast and offline: EKS through moto in-process, GKE through the real ClusterManagerClient talking gRPC
+to an in-process fake server; no cdktf import, no terraform run.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import string
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from gpufleet import naming
+from gpufleet.environments import environment_problem, fit_name, preview_environment, slug
+from gpufleet.errors import FleetRuntimeError, UserError
+from gpufleet.spec import Fleet
+from pipelines.previews import inventory, lifecycle
+from pipelines.previews.inventory import CloudClients, PreviewRecord, group_previews, list_previews
+from pipelines.previews.lifecycle import preflight, preview_destroyer, preview_up, sweep
+from pipelines.previews.pricing import estimate_environment, estimate_preview
+from pipelines.previews.synth import PreviewTarget, preview_stack_context
+from stacks.context import Preview, StackContext
+from stacks.synth import SynthOptions
+from tests.conftest import REPO
+
+EXAMPLE_DOC: dict[str, Any] = yaml.safe_load((REPO / "fleet.yaml").read_text())
+NOW = 1_800_000_000  # a whole hour, like every preview expiry
+HOUR = 3600
+
+
+def example_fleet(**previews: Any) -> Fleet:
+    doc = copy.deepcopy(EXAMPLE_DOC)
+    doc["previews"] = {**doc["previews"], **previews}
+    return Fleet.model_validate(doc)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Preview environment names
+
+PREVIEW_NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
+
+branches = st.one_of(
+    st.text(),  # any unicode, empty included
+    st.text(alphabet=string.ascii_letters + string.digits + "/-_.", max_size=60),  # git-like
+    st.text(alphabet="機能ü/-_. ", max_size=30),  # little or nothing left after the slug
+    st.text(min_size=200, max_size=2000),
+)
+
+
+@given(branches)
+@example("")
+@example("機能")
+@example("///")
+@example("feature/" + "x" * 500)
+@example("\ud800")  # a lone surrogate: git would refuse it, the name must still be valid
+def test_preview_environment_is_a_valid_short_name(branch: str) -> None:
+    name = preview_environment(branch)
+    assert len(name) <= 20
+    assert PREVIEW_NAME.fullmatch(name), name
+    assert "--" not in name
+    assert name.startswith("pv-")
+    assert environment_problem(name) is None
+    assert preview_environment(branch) == name  # deterministic
+
+
+# Words joined by separators the slug treats alike, maybe in capitals or with accents the slug folds
+# away: two branches made from the same words slug the same.
+words = st.lists(st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True), min_size=1, max_size=6)
+separators = st.sampled_from(["/", "-", "_", ".", " ", "\t", "--", "/-", "+"])
+spellings = st.sampled_from([str, str.upper, lambda w: w.replace("e", "\u00e9").replace("a", "\u00c5")])
+
+
+@given(words, separators, separators, spellings)
+def test_branches_with_the_same_slug_get_different_names(
+    parts: list[str], sep_a: str, sep_b: str, spell_b: Callable[[str], str]
+) -> None:
+    branch_a = sep_a.join(parts)
+    branch_b = sep_b.join(spell_b(p) for p in parts)
+    if branch_a == branch_b:
+        return
+    assert slug(branch_a) == slug(branch_b)
+    assert preview_environment(branch_a) != preview_environment(branch_b)
+
+
+def _label(max_length: int) -> st.SearchStrategy[str]:
+    return st.from_regex(rf"[a-z]([-a-z0-9]{{0,{max_length - 2}}}[a-z0-9])?", fullmatch=True).map(
+        lambda s: re.sub(r"-+", "-", s)
+    )
+
+
+s3_buckets = st.from_regex(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", fullmatch=True).filter(
+    lambda b: naming.s3_bucket_problem(b) is None
+)
+container_buckets = st.from_regex(r"[a-z0-9]([a-z0-9]|-(?=[a-z0-9])){2,62}", fullmatch=True).filter(
+    lambda b: naming.azure_container_problem(b) is None and naming.gcs_bucket_problem(b) is None
+)
+storage_accounts = st.from_regex(r"[a-z0-9]{3,24}", fullmatch=True)
+
+
+@given(branches, _label(40), _label(63), _label(100))
+def test_cluster_names_with_a_preview_stay_valid(branch: str, gke: str, aks: str, eks: str) -> None:
+    env = preview_environment(branch)
+    assert naming.cluster_name_problem("gcp", fit_name(gke, env, max_length=40)) is None
+    assert naming.cluster_name_problem("azure", fit_name(aks, env, max_length=63)) is None
+    assert naming.cluster_name_problem("aws", fit_name(eks, env, max_length=100)) is None
+
+
+@given(branches, s3_buckets, container_buckets, storage_accounts)
+@settings(max_examples=200)
+def test_store_names_with_a_preview_stay_valid(
+    branch: str, s3_bucket: str, shared_bucket: str, account: str
+) -> None:
+    env = preview_environment(branch)
+    # A bucket of an aws-only fleet: S3 rules.
+    assert naming.s3_bucket_problem(fit_name(s3_bucket, env, max_length=63)) is None
+    # A bucket of a fleet on every cloud: S3, GCS and Blob container rules at once.
+    shared = fit_name(shared_bucket, env, max_length=63)
+    assert naming.s3_bucket_problem(shared) is None
+    assert naming.gcs_bucket_problem(shared) is None
+    assert naming.azure_container_problem(shared) is None
+    storage = fit_name(account, env, max_length=24, alnum_only=True)
+    assert naming.azure_storage_account_problem(storage) is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (gpufleet/environments.py): a base name that is a reserved S3 prefix without its "
+    "trailing '-' (sthree, amzn-s3-demo) becomes reserved once '-<env>' is appended",
+)
+def test_reserved_s3_prefix_formed_by_the_join() -> None:
+    assert naming.s3_bucket_problem(fit_name("sthree", preview_environment("main"), max_length=63)) is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cost estimates (expected values from the price tables, by hand)
+
+# gpu_catalog.yaml on-demand prices of the example fleet's instance types
+G5_XLARGE, G2_STANDARD_4, NC4AS_T4_V3 = 1.006, 0.707, 0.526
+# pricing.yaml: control plane (preview / environment), NAT gateway, system node, spot fraction
+AWS_PREVIEW_HOURLY = 0.10 + 0.045 + 0.0832 + 0.35 * G5_XLARGE
+GCP_PREVIEW_HOURLY = 0.10 + 0.044 + 0.134 + 0.30 * G2_STANDARD_4
+AZURE_PREVIEW_HOURLY = 0.0 + 0.0 + 0.192 + 0.25 * NC4AS_T4_V3  # AKS free tier, no NAT gateway
+
+
+def test_preview_estimate_of_the_example_fleet() -> None:
+    estimate = estimate_preview(example_fleet())
+    expected = AWS_PREVIEW_HOURLY + GCP_PREVIEW_HOURLY + AZURE_PREVIEW_HOURLY
+    assert expected == pytest.approx(1.3939)
+    assert estimate.usd_per_hour == pytest.approx(expected)
+    assert estimate.usd_per_day == pytest.approx(expected * 24)
+    by_cluster = {c.cluster: c.usd_per_hour for c in estimate.clusters}
+    assert by_cluster == pytest.approx(
+        {"aws-use1": AWS_PREVIEW_HOURLY, "gke-usc1": GCP_PREVIEW_HOURLY, "aks-eus": AZURE_PREVIEW_HOURLY}
+    )
+    aws = estimate.cluster("aws-use1")
+    assert aws is not None and aws.cloud == "aws" and aws.region == "us-east-1"
+    assert [i.name for i in aws.items] == ["control plane", "nat gateway", "system pool", "gpu pool a10g"]
+
+
+def test_preview_without_spot_pays_on_demand() -> None:
+    estimate = estimate_preview(example_fleet(spot=False))  # the example's pools are not spot either
+    expected = (
+        (0.10 + 0.045 + 0.0832 + G5_XLARGE) + (0.10 + 0.044 + 0.134 + G2_STANDARD_4) + (0.192 + NC4AS_T4_V3)
+    )
+    assert estimate.usd_per_hour == pytest.approx(expected)
+
+
+def test_environment_estimate_has_pools_at_max_nodes() -> None:
+    estimate = estimate_environment(example_fleet())
+    expected = (
+        (0.10 + 0.045 + 0.0832 + 2 * G5_XLARGE)
+        + (0.10 + 0.044 + 0.134 + 2 * G2_STANDARD_4)
+        + (0.10 + 0.192 + 2 * NC4AS_T4_V3)  # AKS standard tier outside previews
+    )
+    assert estimate.kind == "environment"
+    assert estimate.usd_per_hour == pytest.approx(expected)
+
+
+class Recorder:
+    """A runner or synth that records its calls instead of running cdktf."""
+
+    def __init__(self, status: int = 0, stacks: tuple[str, ...] = ()) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.status, self.stacks = status, stacks
+
+    def run(self, cmd: list[str], cwd: Path) -> int:
+        self.calls.append((cmd, cwd))
+        return self.status
+
+    def synth(self, clouds: list[str], options: SynthOptions, outdir: Path) -> dict[str, object]:
+        self.calls.append((clouds, options, outdir))
+        return {"version": "x", "stacks": {name: {} for name in self.stacks}}
+
+    def synth_target(
+        self, clouds: list[str], fleet_file: Path, target: PreviewTarget, outdir: Path
+    ) -> dict[str, object]:
+        self.calls.append((clouds, fleet_file, target, outdir))
+        return {"version": "x", "stacks": {name: {} for name in self.stacks}}
+
+
+def test_preview_above_the_cost_cap_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    fleet = example_fleet(cost_cap_usd_per_day=20)
+    runner, synth = Recorder(), Recorder()
+    with pytest.raises(UserError) as raised:
+        preview_up(
+            tmp_path / "fleet.yaml",
+            fleet,
+            "feature/x",
+            "alice",
+            tmp_path / "out",
+            runner.run,
+            yes=True,
+            synth=synth.synth,
+        )
+    message = str(raised.value)
+    assert "previews.cost_cap_usd_per_day" in message
+    assert f"${(AWS_PREVIEW_HOURLY + GCP_PREVIEW_HOURLY + AZURE_PREVIEW_HOURLY) * 24:.2f}/day" in message
+    assert "(20)" in message
+    assert "\n" not in message
+    assert runner.calls == [] and synth.calls == []
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Preflight
+
+
+@pytest.fixture
+def bare_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No terraform, no cdktf, no az on PATH; no AWS, GCP or Azure credentials anywhere."""
+    from google.auth.compute_engine import _metadata
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in [n for n in os.environ if n.startswith(("AWS_", "ARM_", "GOOGLE_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    # Not on GCE, even when the tests run on a GCE machine.
+    monkeypatch.setattr(_metadata, "is_on_gce", lambda request=None: False)
+    return tmp_path / "repo"  # a repo root without node_modules/.bin/cdktf
+
+
+def test_preflight_names_every_missing_piece(bare_machine: Path) -> None:
+    problems = preflight(example_fleet(), ["aws", "gcp", "azure"], repo_root=bare_machine)
+    assert problems[0].startswith("terraform not found on PATH")
+    assert problems[1].startswith("cdktf CLI not found")
+    by_cloud = {p.split(":")[0]: p for p in problems[2:]}
+    assert by_cloud.keys() == {"aws", "gcp", "azure"}
+    assert "AWS_PROFILE" in by_cloud["aws"]
+    assert "gcloud auth application-default login" in by_cloud["gcp"]
+    assert "az login" in by_cloud["azure"]
+    assert all("\n" not in p for p in problems)
+
+
+def test_preflight_checks_only_the_clouds_asked(bare_machine: Path) -> None:
+    problems = preflight(example_fleet(), ["aws"], repo_root=bare_machine)
+    assert not any(p.startswith(("gcp", "azure")) for p in problems)
+
+
+def test_azure_needs_a_subscription_id(bare_machine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARM_USE_MSI", "true")
+    problems = preflight(example_fleet(), ["azure"], repo_root=bare_machine)
+    assert [p for p in problems if p.startswith("azure")] == [lifecycle.AZURE_NO_SUBSCRIPTION]
+
+
+def test_preview_up_stops_at_preflight(bare_machine: Path, tmp_path: Path) -> None:
+    runner, synth = Recorder(), Recorder()
+    with pytest.raises(UserError) as raised:
+        preview_up(
+            tmp_path / "fleet.yaml",
+            example_fleet(),
+            "feature/x",
+            "alice",
+            tmp_path / "out",
+            runner.run,
+            yes=True,
+            repo_root=bare_machine,
+            synth=synth.synth,
+        )
+    message = str(raised.value)
+    assert "\n" not in message
+    for needle in ("terraform", "cdktf", "aws:", "gcp:", "azure:"):
+        assert needle in message
+    assert runner.calls == [] and synth.calls == []
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repo root with a cdktf CLI, preflight passing: what happens after the checks."""
+    cdktf = tmp_path / "repo" / "node_modules" / ".bin" / "cdktf"
+    cdktf.parent.mkdir(parents=True)
+    cdktf.write_text("#!/bin/sh\nexit 0\n")
+    cdktf.chmod(0o755)
+    monkeypatch.setattr(lifecycle, "preflight", lambda *args, **kwargs: [])
+    return tmp_path / "repo"
+
+
+def test_preview_up_synthesizes_and_deploys_the_preview_stacks(ready: Path, tmp_path: Path) -> None:
+    stacks = ("pv-feature-x-aws-use1", "pv-feature-x-gke-usc1", "pv-feature-x-aks-eus")
+    runner, synth = Recorder(), Recorder(stacks=stacks)
+    fleet = example_fleet()
+    result = preview_up(
+        tmp_path / "fleet.yaml",
+        fleet,
+        "feature/x",
+        "alice",
+        tmp_path / "out",
+        runner.run,
+        yes=True,
+        now=NOW + 1234,
+        repo_root=ready,
+        synth=synth.synth,
+    )
+    expires_at = NOW + 72 * HOUR  # the hour the preview started, plus previews.ttl_hours
+    assert result.environment == preview_environment("feature/x")
+    assert result.stacks == stacks and result.expires_at == expires_at
+    assert synth.calls == [
+        (
+            ["aws", "gcp", "azure"],
+            SynthOptions(tmp_path / "fleet.yaml", "prod", "feature/x", "alice", expires_at),
+            tmp_path / "out",
+        )
+    ]
+    cdktf = str(ready / "node_modules" / ".bin" / "cdktf")
+    deploy = [cdktf, "deploy", "--skip-synth", "--output", str(tmp_path / "out"), "--auto-approve"]
+    assert runner.calls == [([*deploy, *stacks], ready)]
+
+
+def test_a_failed_deploy_is_a_runtime_error(ready: Path, tmp_path: Path) -> None:
+    runner, synth = Recorder(status=1), Recorder(stacks=("s",))
+    with pytest.raises(FleetRuntimeError, match="preview down --branch feature/x"):
+        preview_up(
+            tmp_path / "f.yaml",
+            example_fleet(),
+            "feature/x",
+            "a",
+            tmp_path / "out",
+            runner.run,
+            repo_root=ready,
+            synth=synth.synth,
+        )
+    assert "--auto-approve" not in runner.calls[0][0]  # without yes, Terraform asks
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inventory: EKS through moto
+
+
+def preview_tags(fleet: Fleet, branch: str, expires_at: int, owner: str = "alice") -> dict[str, str]:
+    preview = Preview(branch=branch, owner=owner, ttl_hours=fleet.previews.ttl_hours, expires_at=expires_at)
+    return StackContext(fleet, preview_environment(branch), preview).tags()
+
+
+def eks_name(fleet: Fleet, environment: str) -> str:
+    return StackContext(fleet, environment).cluster_name("aws-use1", 100)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[CloudClients]:
+    """moto's EKS with two expired previews, one live one, a prod cluster and one with broken tags."""
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    fleet = example_fleet()
+    with mock_aws():
+        eks = boto3.client("eks", region_name="us-east-1")
+
+        def create(name: str, tags: dict[str, str]) -> None:
+            role = "arn:aws:iam::123456789012:role/eks"
+            eks.create_cluster(name=name, roleArn=role, resourcesVpcConfig={"subnetIds": []}, tags=tags)
+
+        for branch, expires_at in [
+            ("feature/old", NOW - 8 * HOUR),
+            ("fix/older", NOW - 30 * HOUR),
+            ("feature/live", NOW + 10 * HOUR),
+        ]:
+            create(eks_name(fleet, preview_environment(branch)), preview_tags(fleet, branch, expires_at))
+        create(eks_name(fleet, "prod"), StackContext(fleet).tags())
+        broken = preview_tags(fleet, "feature/broken", NOW) | {"gpufleet-expires-at": "soon"}
+        create("broken", broken)
+        yield CloudClients(eks=lambda region: boto3.client("eks", region_name=region))
+
+
+def test_aws_inventory_finds_previews_by_tag(aws: CloudClients) -> None:
+    found = list_previews(example_fleet(), aws, clouds=["aws"])
+    assert sorted(r.environment for r in found.records) == sorted(
+        preview_environment(b) for b in ("feature/old", "fix/older", "feature/live")
+    )
+    old = next(r for r in found.records if r.environment == preview_environment("feature/old"))
+    assert old.cloud == "aws" and old.region == "us-east-1" and old.fleet == "demo"
+    assert old.branch == "feature-old" and old.owner == "alice" and old.ttl_hours == 72
+    assert old.created_at == NOW - 80 * HOUR
+    assert old.resource_id.startswith("arn:aws:eks:us-east-1:")
+    assert len(found.notes) == 1 and "broken" in found.notes[0] and "gpufleet-expires-at" in found.notes[0]
+
+
+def test_grouping_age_ttl_and_cost_so_far(aws: CloudClients) -> None:
+    fleet = example_fleet()
+    summaries = group_previews(list_previews(fleet, aws, clouds=["aws"]).records, now=NOW, fleet=fleet)
+    assert [s.environment for s in summaries] == [
+        preview_environment(b) for b in ("fix/older", "feature/old", "feature/live")
+    ]
+    older, old, live = summaries
+    assert old.age_hours == pytest.approx(80) and old.ttl_left_hours == pytest.approx(-8)
+    assert live.age_hours == pytest.approx(62) and live.ttl_left_hours == pytest.approx(10)
+    assert old.usd_per_hour == pytest.approx(AWS_PREVIEW_HOURLY)
+    assert old.cost_so_far_usd == pytest.approx(AWS_PREVIEW_HOURLY * 80)
+    assert older.cost_so_far_usd == pytest.approx(AWS_PREVIEW_HOURLY * (72 + 30))
+    assert old.clouds == ("aws",) and old.expired(NOW) and not live.expired(NOW)
+
+
+def test_sweep_destroys_only_expired_previews(aws: CloudClients) -> None:
+    fleet = example_fleet()
+    summaries = group_previews(list_previews(fleet, aws, clouds=["aws"]).records, now=NOW, fleet=fleet)
+    destroyed: list[str] = []
+    swept = sweep(summaries, NOW, lambda s: destroyed.append(s.environment))
+    expired = [preview_environment(b) for b in ("fix/older", "feature/old")]
+    assert destroyed == expired and [s.environment for s in swept] == expired
+
+    destroyed.clear()
+    would = sweep(summaries, NOW, lambda s: destroyed.append(s.environment), dry_run=True)
+    assert destroyed == [] and [s.environment for s in would] == expired
+
+
+def test_sweep_tries_every_expired_preview_and_reports_failures(aws: CloudClients) -> None:
+    fleet = example_fleet()
+    summaries = group_previews(list_previews(fleet, aws, clouds=["aws"]).records, now=NOW, fleet=fleet)
+    attempted: list[str] = []
+
+    def destroy(summary: inventory.PreviewSummary) -> None:
+        attempted.append(summary.environment)
+        raise FleetRuntimeError("cdktf destroy failed (exit 1)")
+
+    with pytest.raises(FleetRuntimeError, match="destroyed 0 of 2 expired previews"):
+        sweep(summaries, NOW, destroy)
+    assert len(attempted) == 2
+
+
+def test_aws_without_credentials_is_a_user_error(bare_machine: Path) -> None:
+    import boto3
+
+    clients = CloudClients(eks=lambda region: boto3.session.Session().client("eks", region_name=region))
+    with pytest.raises(UserError) as raised:
+        list_previews(example_fleet(), clients, clouds=["aws"])
+    assert str(raised.value) == inventory.AWS_NO_CREDENTIALS
+
+
+def test_azure_is_not_listed_and_says_so(aws: CloudClients) -> None:
+    found = list_previews(example_fleet(), aws, clouds=["aws", "azure"])
+    assert inventory.AZURE_NOT_LISTED in found.notes
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inventory: GKE through the real client library, over gRPC to an in-process fake server
+
+
+class FakeClusterManager:
+    """Answers google.container.v1.ClusterManager/ListClusters with prepared clusters."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[str, list[Any]] = {}
+        self.requests: list[str] = []
+        self.deny = False
+
+    def list_clusters(self, request: Any, context: Any) -> Any:
+        import grpc
+        from google.cloud.container_v1 import ListClustersResponse
+
+        self.requests.append(request.parent)
+        if self.deny:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "container.clusters.list denied")
+        project = request.parent.split("/")[1]
+        return ListClustersResponse(clusters=self.clusters.get(project, []), missing_zones=["us-central1-f"])
+
+
+@pytest.fixture
+def gke() -> Iterator[tuple[CloudClients, FakeClusterManager]]:
+    pytest.importorskip("google.cloud.container_v1")
+    import grpc
+    from google.cloud.container_v1 import ClusterManagerClient, ListClustersRequest, ListClustersResponse
+    from google.cloud.container_v1.services.cluster_manager.transports import ClusterManagerGrpcTransport
+
+    fake = FakeClusterManager()
+    handler = grpc.method_handlers_generic_handler(
+        "google.container.v1.ClusterManager",
+        {
+            "ListClusters": grpc.unary_unary_rpc_method_handler(
+                fake.list_clusters,
+                request_deserializer=ListClustersRequest.deserialize,
+                response_serializer=ListClustersResponse.serialize,
+            )
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    client = ClusterManagerClient(transport=ClusterManagerGrpcTransport(channel=channel))
+    try:
+        yield CloudClients(gke=lambda: client), fake
+    finally:
+        channel.close()
+        server.stop(0)
+
+
+def test_gcp_inventory_reads_resource_labels(gke: tuple[CloudClients, FakeClusterManager]) -> None:
+    from google.cloud.container_v1 import Cluster
+
+    clients, fake = gke
+    fleet = example_fleet()
+    env = preview_environment("feature/old")
+    gke_name = StackContext(fleet, env).cluster_name("gke-usc1", 40)
+    fake.clusters["gpufleet-demo"] = [
+        Cluster(
+            name=gke_name,
+            location="us-central1",
+            self_link=f"https://container.googleapis.com/v1/projects/gpufleet-demo/locations/us-central1/clusters/{gke_name}",
+            resource_labels=preview_tags(fleet, "feature/old", NOW - 8 * HOUR),
+        ),
+        Cluster(name="gke-usc1-prod", location="us-central1", resource_labels=StackContext(fleet).tags()),
+    ]
+    found = list_previews(fleet, clients, clouds=["gcp"])
+    assert fake.requests == ["projects/gpufleet-demo/locations/-"]
+    [record] = found.records
+    assert (record.environment, record.cloud, record.region, record.cluster_name) == (
+        env,
+        "gcp",
+        "us-central1",
+        gke_name,
+    )
+    assert record.expires_at == NOW - 8 * HOUR and record.resource_id.endswith(f"/clusters/{gke_name}")
+    assert found.notes == (
+        "gcp: project gpufleet-demo: zones did not answer, their clusters are not listed: us-central1-f",
+    )
+    [summary] = group_previews(found.records, now=NOW, fleet=fleet)
+    assert summary.cost_so_far_usd == pytest.approx(GCP_PREVIEW_HOURLY * 80)
+
+
+def test_gcp_permission_denied_is_a_user_error(gke: tuple[CloudClients, FakeClusterManager]) -> None:
+    clients, fake = gke
+    fake.deny = True
+    with pytest.raises(UserError, match="cannot list GKE clusters in project gpufleet-demo"):
+        list_previews(example_fleet(), clients, clouds=["gcp"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# One environment across clouds; destroying by environment name
+
+
+def record(cloud: str, cluster: str, created_hours_ago: float, fleet_name: str = "demo") -> PreviewRecord:
+    environment = preview_environment("feature/multi")
+    name = fit_name(cluster, environment, max_length=naming.CLUSTER_NAME_MAX_LENGTH[cloud])
+    return PreviewRecord(
+        environment=environment,
+        fleet=fleet_name,
+        branch="feature-multi",
+        owner="bob",
+        cloud=cloud,
+        region={"aws": "us-east-1", "gcp": "us-central1"}[cloud],
+        cluster_name=name,
+        expires_at=int(NOW - created_hours_ago * HOUR + 72 * HOUR),
+        ttl_hours=72,
+        resource_id=name,
+    )
+
+
+def test_one_environment_on_two_clouds_is_one_preview() -> None:
+    records = [record("gcp", "gke-usc1", 2), record("aws", "aws-use1", 3)]
+    [summary] = group_previews(records, now=NOW, fleet=example_fleet())
+    assert summary.clouds == ("aws", "gcp")
+    assert summary.age_hours == pytest.approx(3)  # since the first cluster
+    assert summary.ttl_left_hours == pytest.approx(70)  # until the last cluster expires
+    assert summary.usd_per_hour == pytest.approx(AWS_PREVIEW_HOURLY + GCP_PREVIEW_HOURLY)
+    assert summary.cost_so_far_usd == pytest.approx(AWS_PREVIEW_HOURLY * 3 + GCP_PREVIEW_HOURLY * 2)
+
+
+def test_cost_is_unknown_without_the_fleet_it_came_from() -> None:
+    [summary] = group_previews(
+        [record("aws", "aws-use1", 3, fleet_name="other")], now=NOW, fleet=example_fleet()
+    )
+    assert summary.usd_per_hour is None and summary.cost_so_far_usd is None
+
+
+def test_sweep_rebuilds_the_same_context_from_tags() -> None:
+    fleet = example_fleet()
+    tags = preview_tags(fleet, "Feature/Ünïcode_branch", NOW - HOUR, owner="Carol")
+    found = inventory.record_from_tags(
+        tags, cloud="aws", region="us-east-1", cluster_name="c", resource_id="c"
+    )
+    assert isinstance(found, PreviewRecord)
+    [summary] = group_previews([found], now=NOW, fleet=fleet)
+    ctx = preview_stack_context(fleet, lifecycle.preview_target(summary))
+    assert ctx.environment == preview_environment("Feature/Ünïcode_branch")
+    assert ctx.tags() == tags  # same tags, so a destroy plan shows no tag drift
+    assert ctx.state_key("s") == f"previews/{ctx.environment}/s.tfstate"
+
+
+def test_destroyer_destroys_by_environment_name(ready: Path, tmp_path: Path) -> None:
+    runner, synth = Recorder(), Recorder(stacks=("a", "b"))
+    fleet = example_fleet()
+    [summary] = group_previews([record("aws", "aws-use1", 100)], now=NOW, fleet=fleet)
+    destroy = preview_destroyer(
+        tmp_path / "f.yaml", fleet, tmp_path / "out", runner.run, repo_root=ready, synth=synth.synth_target
+    )
+    destroy(summary)
+    [(clouds, _, target, outdir)] = synth.calls
+    assert target.environment == summary.environment and outdir == tmp_path / "out" / summary.environment
+    [(cmd, _)] = runner.calls
+    assert cmd[1:] == ["destroy", "--skip-synth", "--output", str(outdir), "--auto-approve", "a", "b"]
+
+    [other] = group_previews([record("aws", "aws-use1", 100, fleet_name="other")], now=NOW)
+    with pytest.raises(UserError, match="belongs to fleet other"):
+        destroy(other)
+
+
+def test_only_preview_environments_can_be_named_for_destroy() -> None:
+    target = PreviewTarget(environment="prod", branch="x", owner="o", expires_at=NOW, ttl_hours=72)
+    with pytest.raises(UserError, match="not a preview"):
+        preview_stack_context(example_fleet(), target)
