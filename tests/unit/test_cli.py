@@ -87,3 +87,27 @@ def test_each_error_stays_on_one_line_in_a_narrow_terminal(tmp_path: Path) -> No
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) >= 2 and all(line.startswith("error: ") for line in lines), lines
+
+
+def test_preview_up_above_cost_cap_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    import yaml
+
+    doc = yaml.safe_load((REPO / "fleet.yaml").read_text())
+    doc["previews"]["cost_cap_usd_per_day"] = 5
+    f = tmp_path / "fleet.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    result = run_cli("preview", "up", "--branch", "feature/x", "-f", str(f))
+    assert_clean_error(result, "previews.cost_cap_usd_per_day")
+    assert "estimated preview cost" in result.stdout  # the estimate is shown before the refusal
+    assert not (REPO / "cdktf.out.previews").exists() or not any((REPO / "cdktf.out.previews").iterdir())
+
+
+def test_preview_up_without_credentials_names_what_is_missing(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }
+    result = run_cli("preview", "up", "--branch", "feature/x", "-f", str(REPO / "fleet.yaml"), env=env)
+    assert_clean_error(result, "terraform", "aws: no credentials", "gcp:", "azure:")
