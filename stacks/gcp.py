@@ -1,0 +1,270 @@
+"""GCP stacks of an environment: one shared stack (model store, state bucket) and one stack per GKE cluster.
+
+Stacks only compose the constructs of modules/gcp; what each resource looks like is decided there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cdktf import App, LocalBackend, TerraformOutput, TerraformStack
+from constructs import Construct
+
+from gpufleet import catalog
+from gpufleet.environments import fit_name
+from gpufleet.spec import GcpCluster, GpuPool
+from modules.gcp.access_logs import GcsAccessLogBucket, GcsAccessLogBucketProps
+from modules.gcp.gke_cluster import (
+    GKE_CLUSTER_NAME_MAX_LENGTH,
+    AuthorizedNetwork,
+    GkeCluster,
+    GkeClusterProps,
+)
+from modules.gcp.gpu_node_pool import GpuNodePool, GpuNodePoolProps
+from modules.gcp.model_store import GCS_BUCKET_NAME_MAX_LENGTH, GcsModelStore, GcsModelStoreProps
+from modules.gcp.network import GcpNetwork, GcpNetworkProps
+from modules.gcp.node_service_account import (
+    SERVICE_ACCOUNT_ID_MAX_LENGTH,
+    GkeNodeServiceAccount,
+    GkeNodeServiceAccountProps,
+)
+from modules.gcp.state_backend import GcsStateBucket, GcsStateBucketProps, use_gcs_state
+from modules.gcp.system_node_pool import SystemNodePool, SystemNodePoolProps
+from modules.gcp.triton_identity import TritonIdentity, TritonIdentityProps
+from stacks.context import StackContext
+
+CLOUD = "gcp"
+SYSTEM_POOL_NAME = "system"
+# Kubernetes node labels that say what a GPU node offers (beside GKE's cloud.google.com/gke-accelerator).
+LABEL_POOL = "gpufleet-pool"
+LABEL_GPU = "gpufleet-gpu"
+LABEL_GPU_ARCH = "gpufleet-gpu-arch"
+
+
+def add_stacks(app: App, ctx: StackContext) -> list[str]:
+    """Add this environment's GCP stacks to the app and return their names.
+
+    Previews add only cluster stacks: they reuse the base environment's model store and state bucket
+    (ctx.store_bucket() and ctx.state_bucket() already name the base environment's).
+    """
+    clusters = [c for c in ctx.fleet.cloud_clusters() if isinstance(c, GcpCluster)]
+    if not clusters:
+        return []
+    names: list[str] = []
+    shared: GcpSharedStack | None = None
+    if not ctx.is_preview:
+        shared = GcpSharedStack(app, ctx.stack_name("shared", CLOUD), ctx, clusters[0])
+        names.append(shared.stack_name)
+    for cluster in clusters:
+        stack = GkeClusterStack(app, ctx.stack_name(cluster.name), ctx, cluster)
+        if shared is not None:
+            # The cluster stack grants Triton read access on the store bucket: the bucket comes first.
+            stack.add_dependency(shared)
+        names.append(stack.stack_name)
+    return names
+
+
+def _provider(stack: TerraformStack, project: str, region: str) -> None:
+    from cdktf_cdktf_provider_google.provider import GoogleProvider
+
+    GoogleProvider(stack, "google", project=project, region=region)
+
+
+class GcpSharedStack(TerraformStack):
+    """Model store, state bucket and their access-log bucket for one environment.
+
+    GCP resources need a project and a location, and fleet.yaml names them per cluster only: the shared
+    stack uses the first GCP cluster's project and region (buckets in that region, next to it).
+    """
+
+    stack_name: str
+
+    def __init__(self, scope: Construct, stack_name: str, ctx: StackContext, home: GcpCluster) -> None:
+        super().__init__(scope, stack_name)
+        self.stack_name = stack_name
+        # Bootstrap: this stack creates the state bucket, so its own state cannot start there. It is kept
+        # locally (next to the project, outside cdktf.out, which every synth replaces); once the bucket
+        # exists it can move in with `terraform init -migrate-state` after switching to a GcsBackend.
+        LocalBackend(self, path=str(Path.cwd() / f"terraform.{stack_name}.tfstate"))
+        _provider(self, home.project, home.region)
+        labels = ctx.tags()
+        location = home.region.upper()
+
+        access_logs = GcsAccessLogBucket(
+            self,
+            "access-logs",
+            GcsAccessLogBucketProps(
+                bucket_name=ctx.resource_name("gcs-access-logs", max_length=GCS_BUCKET_NAME_MAX_LENGTH),
+                project=home.project,
+                location=location,
+                labels=labels,
+            ),
+        )
+        store = GcsModelStore(
+            self,
+            "model-store",
+            GcsModelStoreProps(
+                bucket_name=ctx.store_bucket(GCS_BUCKET_NAME_MAX_LENGTH),
+                project=home.project,
+                location=location,
+                prefix=ctx.fleet.model_store.prefix,
+                access_log_bucket=access_logs.bucket_name,
+                labels=labels,
+            ),
+        )
+        state = GcsStateBucket(
+            self,
+            "state",
+            GcsStateBucketProps(
+                bucket_name=ctx.state_bucket(GCS_BUCKET_NAME_MAX_LENGTH),
+                project=home.project,
+                location=location,
+                access_log_bucket=access_logs.bucket_name,
+                labels=labels,
+            ),
+        )
+        TerraformOutput(self, "store_bucket", value=store.bucket_name)
+        TerraformOutput(self, "store_url", value=store.url)
+        TerraformOutput(self, "state_bucket", value=state.bucket_name)
+        TerraformOutput(self, "access_log_bucket", value=access_logs.bucket_name)
+        TerraformOutput(self, "project", value=home.project)
+        TerraformOutput(self, "region", value=home.region)
+
+
+class GkeClusterStack(TerraformStack):
+    """One GKE cluster: network, cluster, system + GPU node pools, Triton's identity."""
+
+    stack_name: str
+
+    def __init__(self, scope: Construct, stack_name: str, ctx: StackContext, cluster: GcpCluster) -> None:
+        super().__init__(scope, stack_name)
+        self.stack_name = stack_name
+        use_gcs_state(self, ctx.state_bucket(GCS_BUCKET_NAME_MAX_LENGTH), ctx.state_key(stack_name))
+        _provider(self, cluster.project, cluster.region)
+        labels = ctx.tags()
+        cluster_name = ctx.cluster_name(cluster.name, GKE_CLUSTER_NAME_MAX_LENGTH)
+
+        def account_id(role: str) -> str:
+            # Role first: when a long preview name is shortened, the end is what gets hashed away.
+            return fit_name(role, cluster_name, max_length=SERVICE_ACCOUNT_ID_MAX_LENGTH)
+
+        network = GcpNetwork(
+            self,
+            "network",
+            GcpNetworkProps(name=cluster_name, project=cluster.project, region=cluster.region),
+        )
+        nodes = GkeNodeServiceAccount(
+            self,
+            "node-identity",
+            GkeNodeServiceAccountProps(
+                account_id=account_id("nodes"),
+                project=cluster.project,
+                display_name=f"GKE nodes of {cluster_name}",
+            ),
+        )
+        gke = GkeCluster(
+            self,
+            "gke",
+            GkeClusterProps(
+                name=cluster_name,
+                project=cluster.project,
+                region=cluster.region,
+                kubernetes_version=cluster.kubernetes_version,
+                network_id=network.network.id,
+                subnetwork_id=network.subnetwork.id,
+                pods_range_name=network.pods_range_name,
+                services_range_name=network.services_range_name,
+                # fleet.yaml has no authorized-networks field for GCP: only the VPC reaches the API.
+                authorized_networks=(AuthorizedNetwork("vpc-nodes", network.nodes_cidr),),
+                node_service_account_email=nodes.email,
+                labels=labels,
+                # Previews must be destroyable by the sweeper without a manual step.
+                deletion_protection=not ctx.is_preview,
+            ),
+        )
+        system_pool = SystemNodePool(
+            self,
+            "system-pool",
+            SystemNodePoolProps(
+                name=SYSTEM_POOL_NAME,
+                project=cluster.project,
+                location=cluster.region,
+                cluster_id=gke.cluster.id,
+                service_account_email=nodes.email,
+                min_nodes=1,
+                max_nodes=1 if ctx.is_preview else 3,
+                spot=ctx.is_preview,
+                labels=labels,
+                node_labels={**labels, LABEL_POOL: SYSTEM_POOL_NAME},
+            ),
+        )
+        gpu_pools = [
+            self._gpu_pool(ctx, cluster, gke, nodes.email, pool, after=system_pool)
+            for pool in cluster.gpu_pools
+        ]
+        triton = TritonIdentity(
+            self,
+            "triton-identity",
+            TritonIdentityProps(
+                account_id=account_id("triton"),
+                project=cluster.project,
+                store_bucket=ctx.store_bucket(GCS_BUCKET_NAME_MAX_LENGTH),
+                workload_pool=gke.workload_pool,
+            ),
+        )
+
+        TerraformOutput(self, "cluster_name", value=gke.name)
+        TerraformOutput(self, "cluster_endpoint", value=gke.endpoint)
+        TerraformOutput(self, "cluster_ca_certificate", value=gke.ca_certificate)
+        TerraformOutput(self, "region", value=cluster.region)
+        TerraformOutput(self, "project", value=cluster.project)
+        TerraformOutput(self, "triton_service_account_email", value=triton.email)
+        TerraformOutput(self, "node_pool_name", value=gpu_pools[0].name)
+        TerraformOutput(self, "node_pool_names", value=[p.name for p in gpu_pools])
+        TerraformOutput(self, "system_node_pool_name", value=system_pool.name)
+        store_bucket = ctx.store_bucket(GCS_BUCKET_NAME_MAX_LENGTH)
+        TerraformOutput(self, "store_url", value=f"gs://{store_bucket}/{ctx.fleet.model_store.prefix}")
+
+    def _gpu_pool(
+        self,
+        ctx: StackContext,
+        cluster: GcpCluster,
+        gke: GkeCluster,
+        service_account: str,
+        pool: GpuPool,
+        after: SystemNodePool,
+    ) -> GpuNodePool:
+        machine = catalog.instance_type(CLOUD, pool.instance_type)
+        if machine is None or machine.accelerator is None:  # spec validation already rejects this
+            raise ValueError(
+                f"{cluster.name}: {pool.instance_type} is not a GCP GPU machine type in the catalog"
+            )
+        size = ctx.pool_size(pool)
+        labels = ctx.tags()
+        return GpuNodePool(
+            self,
+            f"gpu-pool-{pool.name}",
+            GpuNodePoolProps(
+                name=pool.name,
+                project=cluster.project,
+                location=cluster.region,
+                cluster_id=gke.cluster.id,
+                machine_type=machine.name,
+                accelerator_type=machine.accelerator,
+                accelerator_count=machine.gpus,
+                min_nodes=size.min_nodes,
+                max_nodes=size.max_nodes,
+                spot=size.spot,
+                disk_gb=pool.disk_gb,
+                service_account_email=service_account,
+                labels=labels,
+                node_labels={
+                    **labels,
+                    LABEL_POOL: pool.name,
+                    LABEL_GPU: machine.gpu,
+                    LABEL_GPU_ARCH: machine.gpu_arch,
+                },
+                # GPU nodes come up once cluster services (device plugin, DNS) have somewhere to run.
+                depends_on=(after.node_pool,),
+            ),
+        )
