@@ -13,7 +13,7 @@ from constructs import Construct
 
 from modules.aws.account import AwsAccount
 from modules.aws.secure_bucket import SecureBucket, SecureBucketProps
-from modules.aws.suppressions import skip_check
+from modules.checkov import skip_check
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class AccessLogBucket(Construct):
             ),
         )
         bucket = self.secure_bucket.bucket
-        # Suppressions (see modules/aws/suppressions.py); each reason is the finding's answer.
+        # Suppressions (see modules/checkov.py); each reason is the finding's answer.
         skip_check(
             bucket,
             "CKV_AWS_145",

@@ -26,7 +26,7 @@ from constructs import Construct
 from modules.aws.account import AwsAccount
 from modules.aws.encryption_key import EncryptionKey, EncryptionKeyProps, alias_for
 from modules.aws.iam import service_role
-from modules.aws.suppressions import skip_check
+from modules.checkov import skip_check
 
 # Every control-plane log type: the audit log is the record of who did what to the cluster.
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")

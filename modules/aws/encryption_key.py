@@ -15,7 +15,7 @@ from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from constructs import Construct
 
 from modules.aws.account import AwsAccount
-from modules.aws.suppressions import skip_check
+from modules.checkov import skip_check
 
 # KMS alias names: `alias/` then letters, digits, '/', '_' and '-' (256 characters in all).
 ALIAS_PREFIX = "alias/gpufleet/"

@@ -9,7 +9,7 @@ from constructs import Construct
 from modules.aws.account import AwsAccount
 from modules.aws.encryption_key import EncryptionKey, EncryptionKeyProps, alias_for
 from modules.aws.secure_bucket import AccessLogging, SecureBucket, SecureBucketProps
-from modules.aws.suppressions import skip_check
+from modules.checkov import skip_check
 
 # Superseded engine versions stay recoverable this long (a rollback past it republishes from the source).
 NONCURRENT_VERSION_DAYS = 30

@@ -32,7 +32,7 @@ from constructs import Construct
 
 from gpufleet.environments import fit_name
 from modules.aws.account import IAM_ROLE_NAME_MAX_LENGTH, AwsAccount
-from modules.aws.suppressions import skip_check
+from modules.checkov import skip_check
 
 DEFAULT_CIDR = "10.0.0.0/16"
 DEFAULT_AZ_COUNT = 3

@@ -15,7 +15,7 @@ from constructs import Construct
 from modules.aws.account import AwsAccount
 from modules.aws.encryption_key import EncryptionKey, EncryptionKeyProps, alias_for
 from modules.aws.secure_bucket import AccessLogging, SecureBucket, SecureBucketProps
-from modules.aws.suppressions import skip_check
+from modules.checkov import skip_check
 
 # Old state versions are the undo of a bad apply: keep them a quarter.
 NONCURRENT_VERSION_DAYS = 90

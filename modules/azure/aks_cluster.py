@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from cdktf import ITerraformDependable
 from constructs import Construct
 
-from modules.azure.checkov_skips import skip_checks
+from modules.checkov import skip_checks
 
 AKS_CLUSTER_NAME_MAX_LENGTH = 63
 AKS_DNS_PREFIX_MAX_LENGTH = 54

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from constructs import Construct
 
-from modules.azure.checkov_skips import skip_checks
+from modules.checkov import skip_checks
 
 STORAGE_ACCOUNT_NAME_MAX_LENGTH = 24  # 3-24 lowercase letters and digits, globally unique
 CONTAINER_NAME_MAX_LENGTH = 63  # 3-63 lowercase letters, digits and single '-'

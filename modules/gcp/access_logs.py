@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from constructs import Construct
 
-from modules.gcp.checkov_skips import skip_checks
+from modules.checkov import skip_checks
 
 # Cloud Storage writes usage logs as this Google group; with uniform bucket-level access it needs
 # objectCreator on the log bucket through IAM (no ACLs).

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from constructs import Construct
 
-from modules.gcp.checkov_skips import skip_checks
+from modules.checkov import skip_checks
 from modules.gcp.node_hardening import hardened_node_settings
 
 # GKE cluster names: 1-40 lowercase letters, digits and '-', starting with a letter.

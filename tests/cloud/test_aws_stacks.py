@@ -23,11 +23,9 @@ import pytest
 from gpufleet.environments import preview_environment
 from gpufleet.spec import AwsCluster, Fleet, load_fleet
 from stacks.context import PREVIEW_TAGS, Preview, StackContext
+from tests.cloud.checkov_support import CHECKOV, assert_checkov_clean
 from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized
 from tests.conftest import REPO
-
-CHECKOV = REPO / ".venv-tools" / "bin" / "checkov"
-SKIP_PREFIX = "checkov:skip="  # modules/aws/suppressions.py (not imported: it pulls in cdktf)
 
 CLUSTER_OUTPUTS = {
     "cluster_name",
@@ -601,54 +599,6 @@ def test_variant_fleet_shares_the_first_clusters_region_and_opens_only_listed_ne
 # --- checkov ---------------------------------------------------------------------------------------
 
 
-def declared_skips(stack: dict[str, Any]) -> dict[tuple[str, str], str]:
-    """(resource name, check id) -> reason, from the `"//"` suppressions on resources and data sources.
-
-    cdktf names are unique within a stack, whatever the type, so the name alone identifies the resource.
-    """
-    skips: dict[tuple[str, str], str] = {}
-    for block in ("resource", "data"):
-        for entries in stack.get(block, {}).values():
-            for name, body in entries.items():
-                comment = body.get("//", {})
-                for key, reason in comment.items() if isinstance(comment, dict) else ():
-                    if key.startswith(SKIP_PREFIX):
-                        skips[(name, key.removeprefix(SKIP_PREFIX))] = reason
-    return skips
-
-
-def checkov_failures(stack_file: Path) -> list[tuple[str, str]]:
-    """(resource name, check id) of every failed check: the documented checkov command, JSON output.
-
-    Checkov reports `<type>.<name>` from graph checks but `resource.<name>` or `data.<name>` from attribute
-    checks; the name is the part both share.
-    """
-    cmd = [
-        str(CHECKOV),
-        "-f",
-        str(stack_file),
-        "--framework",
-        "terraform_json",
-        "--skip-download",
-        "--compact",
-        "--quiet",
-        "-o",
-        "json",
-    ]
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"}
-    )
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    reports = report if isinstance(report, list) else [report]
-    failures: list[tuple[str, str]] = []
-    for part in reports:
-        assert part.get("summary", {}).get("parsing_errors", 0) == 0
-        for failed in part.get("results", {}).get("failed_checks", []):
-            failures.append((failed["resource"].rsplit(".", 1)[-1], failed["check_id"]))
-    return failures
-
-
 @pytest.mark.skipif(not CHECKOV.exists(), reason="checkov is not installed in .venv-tools (make setup-all)")
 @pytest.mark.parametrize("which", ["prod", "preview", "variant"])
 def test_checkov_finds_nothing_unjustified(
@@ -656,16 +606,9 @@ def test_checkov_finds_nothing_unjustified(
 ) -> None:
     """Zero failed checks, except those suppressed on the resource with a reason; no stale suppressions.
 
-    Checkov 3.3's terraform_json runner ignores inline suppressions (see modules/aws/suppressions.py), so it
-    reports suppressed checks as failed; this test applies them.
+    Checkov 3.3's terraform_json runner ignores inline suppressions (see modules/checkov.py), so it
+    reports suppressed checks as failed; tests/cloud/checkov_support.py applies them.
     """
     synth = {"prod": synthesized, "preview": synthesized_preview, "variant": variant}[which]
     for name in aws_stack_names(synth):
-        stack = synth.stack(name)
-        skips = declared_skips(stack)
-        failures = checkov_failures(synth.outdir / "stacks" / name / "cdk.tf.json")
-        unjustified = [f for f in failures if f not in skips]
-        assert not unjustified, f"{name}: checkov failures without a suppression: {unjustified}"
-        stale = set(skips) - set(failures)
-        assert not stale, f"{name}: suppressions that no longer match a failure: {sorted(stale)}"
-        assert all(len(reason) > 30 for reason in skips.values())
+        assert_checkov_clean(name, synth.stack(name), synth.outdir / "stacks" / name / "cdk.tf.json")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,11 +24,11 @@ from gpufleet.environments import fit_name
 from gpufleet.spec import AzureCluster
 from stacks.__main__ import context_for, parse_args
 from stacks.context import PREVIEW_TAGS, StackContext
+from tests.cloud.checkov_support import CHECKOV, assert_checkov_clean
 from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized
 from tests.conftest import REPO
 
 PREVIEW_OWNER = "dev@example.com"  # what tests/cloud/conftest.py passes
-CHECKOV = REPO / ".venv-tools" / "bin" / "checkov"
 PROVIDER_PACKAGE = "cdktf_cdktf_provider_azurerm"
 
 
@@ -696,68 +695,12 @@ def test_preview_names_differ_from_prod(synthesized: Synthesized, synthesized_pr
 # -- checkov ---------------------------------------------------------------------------------------
 
 
-def _declared_skips(stack: dict[str, Any]) -> dict[str, set[str]]:
-    """logical resource name -> check ids skipped in its "//" comment (see modules/azure/checkov_skips.py)."""
-    skips: dict[str, set[str]] = {}
-    for resources in stack.get("resource", {}).values():
-        for logical, resource in resources.items():
-            for comment in resource.get("//", {}).get("checkov", []):
-                match = re.match(r"checkov:skip=([A-Z0-9_]+):(.+)", comment)
-                assert match and match.group(2).strip(), f"{logical}: skip without a reason: {comment}"
-                skips.setdefault(logical, set()).add(match.group(1))
-    return skips
-
-
-def _run_checkov(path: Path) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [
-            str(CHECKOV),
-            "-f",
-            str(path),
-            "--framework",
-            "terraform_json",
-            "--skip-download",
-            "--compact",
-            "--quiet",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
-        timeout=300,
-    )
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    reports = report if isinstance(report, list) else [report]
-    return [failed for r in reports for failed in r.get("results", {}).get("failed_checks", [])]
-
-
 @pytest.mark.skipif(not CHECKOV.exists(), reason=f"checkov is not installed at {CHECKOV}")
 @pytest.mark.parametrize("which", ["prod", "preview"])
 def test_checkov_passes(which: str, synthesized: Synthesized, synthesized_preview: Synthesized) -> None:
     synth = synthesized_preview if which == "preview" else synthesized
     for name in sorted(_azure_stacks(synth)):
-        path = synth.outdir / "stacks" / name / "cdk.tf.json"
-        stack = synth.stack(name)
-        logical_names = [logical for resources in stack["resource"].values() for logical in resources]
-        assert len(logical_names) == len(set(logical_names)), "failures are matched by logical name"
-        skips = _declared_skips(stack)
-        # checkov names resources "resource.<logical>" in terraform_json (graph checks: "<type>.<logical>").
-        failures = [(f["check_id"], f["resource"].split(".")[-1]) for f in _run_checkov(path)]
-        unexcused = [
-            (check, logical) for check, logical in failures if check not in skips.get(logical, set())
-        ]
-        assert not unexcused, f"{name}: checkov failures without a justified skip: {unexcused}"
-        # A skip that excuses nothing any more is stale: remove it from the construct.
-        used = set(failures)
-        stale = [
-            (check, logical)
-            for logical, ids in skips.items()
-            for check in ids
-            if (check, logical) not in used
-        ]
-        assert not stale, f"{name}: stale checkov skips: {stale}"
+        assert_checkov_clean(name, synth.stack(name), synth.outdir / "stacks" / name / "cdk.tf.json")
 
 
 # -- only the azure provider is imported for an azure-only fleet ---------------------------------------
