@@ -39,6 +39,11 @@ HomeOption = Annotated[
         "--home", envvar="GPUFLEET_HOME", help="Where the local fleet keeps pids, ports, configs, logs."
     ),
 ]
+# For commands on a running fleet: default is the file the fleet was started from.
+RunningFileOption = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", envvar="GPUFLEET_FILE", help="Fleet file (default: the running one's)."),
+]
 DEFAULT_FILE = Path("fleet.yaml")
 DEFAULT_HOME = Path(".gpufleet")
 
@@ -148,16 +153,13 @@ def infer(
         str, typer.Option(help="Ask for one version (default: the one the proxy routes to).")
     ] = "",
     home: HomeOption = DEFAULT_HOME,
-    file: Annotated[
-        Path | None, typer.Option("--file", "-f", envvar="GPUFLEET_FILE", help="Fleet file.")
-    ] = None,
+    file: RunningFileOption = None,
 ) -> None:
     """Send one inference request through a cluster's proxy and print the result."""
     from gpufleet.loadgen import infer_once
 
-    fleet, _ = _fleet_for_running(home, file)
-    spec = _model(fleet, model)
-    target = _running_endpoints(home).cluster(cluster)
+    spec, endpoints = _running_model(home, file, model)
+    target = endpoints.cluster(cluster)
     try:
         outputs = infer_once(target.proxy_url, spec, version)
     except Exception as exc:
@@ -165,6 +167,12 @@ def infer(
     for name, value in outputs.items():
         shown = value.astype(float).round(4).tolist()  # float64 first: float32 digits print as noise
         console.print(f"{cluster}/{model} {name} {list(value.shape)}: {shown}")
+
+
+def _running_model(home: Path, file: Path | None, model: str) -> tuple[ModelSpec, FleetEndpoints]:
+    """A model of the running local fleet, and where that fleet answers."""
+    fleet, _ = _fleet_for_running(home, file)
+    return _model(fleet, model), _running_endpoints(home)
 
 
 def _model(fleet: Fleet, name: str) -> ModelSpec:
@@ -185,14 +193,10 @@ def load(
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Parallel connections.")] = 4,
     max_seconds: Annotated[float, typer.Option(min=1, help="Stop after this long per cluster.")] = 120.0,
     home: HomeOption = DEFAULT_HOME,
-    file: Annotated[
-        Path | None, typer.Option("--file", "-f", envvar="GPUFLEET_FILE", help="Fleet file.")
-    ] = None,
+    file: RunningFileOption = None,
 ) -> None:
     """Send a bounded load through each cluster's proxy; print p50/p99 latency and throughput."""
-    fleet, _ = _fleet_for_running(home, file)
-    spec = _model(fleet, model)
-    endpoints = _running_endpoints(home)
+    spec, endpoints = _running_model(home, file, model)
     names = clusters or [c.name for c in endpoints.clusters]
     _load_table(endpoints, spec, names, requests, concurrency, max_seconds)
 
