@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from constructs import Construct
 
 from modules.aws.account import AwsAccount
-from modules.aws.encryption_key import EncryptionKey, EncryptionKeyProps, alias_for
-from modules.aws.secure_bucket import AccessLogging, SecureBucket, SecureBucketProps
-from modules.checkov import skip_check
+from modules.aws.encryption_key import alias_for
+from modules.aws.secure_bucket import keyed_bucket
 
 # Superseded engine versions stay recoverable this long (a rollback past it republishes from the source).
 NONCURRENT_VERSION_DAYS = 30
@@ -37,32 +36,19 @@ class ModelStoreProps:
 class ModelStore(Construct):
     def __init__(self, scope: Construct, id_: str, props: ModelStoreProps) -> None:
         super().__init__(scope, id_)
-        self.key = EncryptionKey(
-            self,
-            "key",
-            EncryptionKeyProps(
-                alias=store_key_alias(props.bucket),
-                description=f"gpufleet model store {props.bucket}",
-                account=props.account,
-                tags=props.tags,
-            ),
-        )
-        self.secure_bucket = SecureBucket(
+        self.key, self.secure_bucket = keyed_bucket(
             self,
             "store",
-            SecureBucketProps(
-                bucket=props.bucket,
-                tags=props.tags,
-                kms_key_arn=self.key.key_arn,
-                noncurrent_version_days=props.noncurrent_version_days,
-                access_logging=AccessLogging(props.access_log_bucket, f"s3/{props.bucket}/"),
-            ),
-        )
-        skip_check(
-            self.secure_bucket.bucket,
-            "CKV_AWS_144",
-            "fleet.yaml names no second region to replicate to; the store is versioned, and every engine "
-            "can be rebuilt from its model source (gpufleet DR restores from the source of truth)",
+            bucket=props.bucket,
+            key_alias=store_key_alias(props.bucket),
+            key_description=f"gpufleet model store {props.bucket}",
+            account=props.account,
+            tags=props.tags,
+            noncurrent_version_days=props.noncurrent_version_days,
+            access_log_bucket=props.access_log_bucket,
+            no_replication_reason="fleet.yaml names no second region to replicate to; the store is "
+            "versioned, and every engine can be rebuilt from its model source (gpufleet DR restores from "
+            "the source of truth)",
         )
         self.bucket_name: str = self.secure_bucket.bucket_name
         self.bucket_arn: str = self.secure_bucket.bucket_arn

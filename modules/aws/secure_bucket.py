@@ -45,6 +45,10 @@ from cdktf_cdktf_provider_aws.s3_bucket_versioning import (
 )
 from constructs import Construct
 
+from modules.aws.account import AwsAccount
+from modules.aws.encryption_key import EncryptionKey, EncryptionKeyProps
+from modules.checkov import skip_check
+
 
 @dataclass(frozen=True)
 class AccessLogging:
@@ -165,3 +169,41 @@ class SecureBucket(Construct):
                 target_prefix=props.access_logging.target_prefix,
             )
         S3BucketNotification(self, "events", bucket=bucket_id, eventbridge=True)
+
+
+def keyed_bucket(
+    scope: Construct,
+    bucket_id: str,
+    *,
+    bucket: str,
+    key_alias: str,
+    key_description: str,
+    account: AwsAccount,
+    tags: dict[str, str],
+    noncurrent_version_days: int,
+    access_log_bucket: str,
+    no_replication_reason: str,
+) -> tuple[EncryptionKey, SecureBucket]:
+    """A SecureBucket `bucket_id` encrypted with its own KMS key (`key` in `scope`), its access logged to
+    `access_log_bucket` under `s3/<bucket>/`: the model store and the Terraform state.
+
+    Neither is replicated to a second region (CKV_AWS_144); `no_replication_reason` says why that is fine.
+    """
+    key = EncryptionKey(
+        scope,
+        "key",
+        EncryptionKeyProps(alias=key_alias, description=key_description, account=account, tags=tags),
+    )
+    secure_bucket = SecureBucket(
+        scope,
+        bucket_id,
+        SecureBucketProps(
+            bucket=bucket,
+            tags=tags,
+            kms_key_arn=key.key_arn,
+            noncurrent_version_days=noncurrent_version_days,
+            access_logging=AccessLogging(access_log_bucket, f"s3/{bucket}/"),
+        ),
+    )
+    skip_check(secure_bucket.bucket, "CKV_AWS_144", no_replication_reason)
+    return key, secure_bucket

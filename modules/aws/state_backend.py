@@ -13,9 +13,8 @@ from cdktf_cdktf_provider_aws.dynamodb_table import (
 from constructs import Construct
 
 from modules.aws.account import AwsAccount
-from modules.aws.encryption_key import EncryptionKey, EncryptionKeyProps, alias_for
-from modules.aws.secure_bucket import AccessLogging, SecureBucket, SecureBucketProps
-from modules.checkov import skip_check
+from modules.aws.encryption_key import alias_for
+from modules.aws.secure_bucket import keyed_bucket
 
 # Old state versions are the undo of a bad apply: keep them a quarter.
 NONCURRENT_VERSION_DAYS = 90
@@ -39,34 +38,20 @@ class StateBackendProps:
 class StateBackend(Construct):
     def __init__(self, scope: Construct, id_: str, props: StateBackendProps) -> None:
         super().__init__(scope, id_)
-        self.key = EncryptionKey(
-            self,
-            "key",
-            EncryptionKeyProps(
-                alias=alias_for("tfstate", props.bucket),
-                description=f"gpufleet Terraform state {props.bucket}",
-                account=props.account,
-                tags=props.tags,
-            ),
-        )
         # Objects Terraform writes carry their own encryption header (backend `encrypt = true`); the bucket
         # default covers anything else written here.
-        self.secure_bucket = SecureBucket(
+        self.key, self.secure_bucket = keyed_bucket(
             self,
             "state",
-            SecureBucketProps(
-                bucket=props.bucket,
-                tags=props.tags,
-                kms_key_arn=self.key.key_arn,
-                noncurrent_version_days=props.noncurrent_version_days,
-                access_logging=AccessLogging(props.access_log_bucket, f"s3/{props.bucket}/"),
-            ),
-        )
-        skip_check(
-            self.secure_bucket.bucket,
-            "CKV_AWS_144",
-            "state is versioned and every stack can be re-imported or rebuilt from fleet.yaml; a replica "
-            "region is not part of the fleet spec",
+            bucket=props.bucket,
+            key_alias=alias_for("tfstate", props.bucket),
+            key_description=f"gpufleet Terraform state {props.bucket}",
+            account=props.account,
+            tags=props.tags,
+            noncurrent_version_days=props.noncurrent_version_days,
+            access_log_bucket=props.access_log_bucket,
+            no_replication_reason="state is versioned and every stack can be re-imported or rebuilt from "
+            "fleet.yaml; a replica region is not part of the fleet spec",
         )
         self.lock_table = DynamodbTable(
             self,

@@ -3,30 +3,24 @@ geo-replicated storage account."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from constructs import Construct
 
 from modules.azure.secure_storage_account import (
-    SecureStorageAccount,
-    SecureStorageAccountProps,
+    StorageAccountSettings,
     blob_url,
+    storage_account_with_container,
 )
 
 
-@dataclass(frozen=True)
-class BlobModelStoreProps:
-    account_name: str
+@dataclass(frozen=True, kw_only=True)
+class BlobModelStoreProps(StorageAccountSettings):
+    """writer_principal_ids: who publishes engines and rollout state (Storage Blob Data Contributor on the
+    container)."""
+
     container_name: str
     prefix: str  # models live under <container>/<prefix>/<model>/<version>/
-    resource_group_name: str
-    location: str
-    audit_log_workspace_id: str
-    replication_type: str = "GRS"
-    # Who publishes engines and rollout state (Storage Blob Data Contributor on the container).
-    writer_principal_ids: Sequence[str] = ()
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class BlobModelStore(Construct):
@@ -39,20 +33,7 @@ class BlobModelStore(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, props: BlobModelStoreProps) -> None:
         super().__init__(scope, construct_id)
-        self.storage = SecureStorageAccount(
-            self,
-            "storage",
-            SecureStorageAccountProps(
-                account_name=props.account_name,
-                container_name=props.container_name,
-                resource_group_name=props.resource_group_name,
-                location=props.location,
-                replication_type=props.replication_type,
-                audit_log_workspace_id=props.audit_log_workspace_id,
-                writer_principal_ids=props.writer_principal_ids,
-                tags=props.tags,
-            ),
-        )
+        self.storage = storage_account_with_container(self, props, props.container_name)
         self.account_name = props.account_name
         self.container_name = props.container_name
         self.container_id = self.storage.container_id

@@ -29,6 +29,21 @@ PUBLIC_NETWORK_REASON = (
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class StorageAccountSettings:
+    """What the owner of a SecureStorageAccount (the model store, the state backend) is given by its stack;
+    the owner names the container."""
+
+    account_name: str  # 3-24 lowercase letters and digits, globally unique
+    resource_group_name: str
+    location: str
+    audit_log_workspace_id: str
+    replication_type: str = "GRS"
+    # Identities allowed to write blobs in the container (Storage Blob Data Contributor on it).
+    writer_principal_ids: Sequence[str] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class SecureStorageAccountProps:
     account_name: str  # 3-24 lowercase letters and digits, globally unique
@@ -167,6 +182,26 @@ class SecureStorageAccount(Construct):
         self.account_id = self.account.id
         self.container_name = props.container_name
         self.container_id = self.container.id
+
+
+def storage_account_with_container(
+    scope: Construct, settings: StorageAccountSettings, container_name: str
+) -> SecureStorageAccount:
+    """The SecureStorageAccount `storage` in `scope`, as `settings` say, holding the container."""
+    return SecureStorageAccount(
+        scope,
+        "storage",
+        SecureStorageAccountProps(
+            account_name=settings.account_name,
+            container_name=container_name,
+            resource_group_name=settings.resource_group_name,
+            location=settings.location,
+            replication_type=settings.replication_type,
+            audit_log_workspace_id=settings.audit_log_workspace_id,
+            writer_principal_ids=settings.writer_principal_ids,
+            tags=settings.tags,
+        ),
+    )
 
 
 def blob_container_resource_id(

@@ -6,27 +6,20 @@ The azurerm backend locks state with a blob lease on the state file itself; noth
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cdktf import AzurermBackend, TerraformStack
 from constructs import Construct
 
-from modules.azure.secure_storage_account import SecureStorageAccount, SecureStorageAccountProps
+from modules.azure.secure_storage_account import StorageAccountSettings, storage_account_with_container
 
 STATE_CONTAINER_NAME = "tfstate"
 
 
-@dataclass(frozen=True)
-class StateBackendProps:
-    account_name: str
-    resource_group_name: str
-    location: str
-    audit_log_workspace_id: str
-    replication_type: str = "GRS"
-    # Who runs `cdktf deploy` for this environment: reads and writes state blobs (Entra ID, no keys).
-    writer_principal_ids: Sequence[str] = ()
-    tags: Mapping[str, str] = field(default_factory=dict)
+@dataclass(frozen=True, kw_only=True)
+class StateBackendProps(StorageAccountSettings):
+    """writer_principal_ids: who runs `cdktf deploy` for this environment: reads and writes state blobs
+    (Entra ID, no keys)."""
 
 
 class StateBackend(Construct):
@@ -37,20 +30,7 @@ class StateBackend(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, props: StateBackendProps) -> None:
         super().__init__(scope, construct_id)
-        self.storage = SecureStorageAccount(
-            self,
-            "storage",
-            SecureStorageAccountProps(
-                account_name=props.account_name,
-                container_name=STATE_CONTAINER_NAME,
-                resource_group_name=props.resource_group_name,
-                location=props.location,
-                replication_type=props.replication_type,
-                audit_log_workspace_id=props.audit_log_workspace_id,
-                writer_principal_ids=props.writer_principal_ids,
-                tags=props.tags,
-            ),
-        )
+        self.storage = storage_account_with_container(self, props, STATE_CONTAINER_NAME)
         self.account_name = props.account_name
         self.container_name = STATE_CONTAINER_NAME
 

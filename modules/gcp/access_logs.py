@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from constructs import Construct
 
 from modules.checkov import skip_checks
+from modules.gcp.secure_bucket import GcsBucketProps, secure_bucket
 
 # Cloud Storage writes usage logs as this Google group; with uniform bucket-level access it needs
 # objectCreator on the log bucket through IAM (no ACLs).
 STORAGE_ANALYTICS_MEMBER = "group:cloud-storage-analytics@google.com"
 
 
-@dataclass(frozen=True)
-class GcsAccessLogBucketProps:
-    bucket_name: str
-    project: str
-    location: str
-    labels: Mapping[str, str] = field(default_factory=dict)
+@dataclass(frozen=True, kw_only=True)
+class GcsAccessLogBucketProps(GcsBucketProps):
     retention_days: int = 365  # a year of who-read-what for the model store and the state
 
 
@@ -30,30 +26,12 @@ class GcsAccessLogBucket(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, props: GcsAccessLogBucketProps) -> None:
         super().__init__(scope, construct_id)
-        from cdktf_cdktf_provider_google.storage_bucket import (
-            StorageBucket,
-            StorageBucketLifecycleRule,
-        )
         from cdktf_cdktf_provider_google.storage_bucket_iam_member import StorageBucketIamMember
 
-        self.bucket = StorageBucket(
+        self.bucket = secure_bucket(
             self,
-            "bucket",
-            name=props.bucket_name,
-            project=props.project,
-            location=props.location,
-            uniform_bucket_level_access=True,
-            public_access_prevention="enforced",
-            versioning={"enabled": True},
-            lifecycle_rule=[
-                StorageBucketLifecycleRule(
-                    action={"type": "Delete"}, condition={"age": props.retention_days}
-                ),
-                StorageBucketLifecycleRule(
-                    action={"type": "Delete"}, condition={"days_since_noncurrent_time": 30}
-                ),
-            ],
-            labels=dict(props.labels),
+            props,
+            delete_when=[{"age": props.retention_days}, {"days_since_noncurrent_time": 30}],
         )
         # The sink of access logs cannot log its own access anywhere but into itself (CKV_GCP_63) or a
         # further bucket that would need the same; reads of it show in Cloud Audit Logs instead.

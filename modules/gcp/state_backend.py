@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cdktf import GcsBackend, TerraformStack
 from constructs import Construct
 
+from modules.gcp.secure_bucket import GcsBucketProps, secure_bucket
+
 STATE_FILE_SUFFIX = ".tfstate"
 
 
-@dataclass(frozen=True)
-class GcsStateBucketProps:
-    bucket_name: str
-    project: str
-    location: str
+@dataclass(frozen=True, kw_only=True)
+class GcsStateBucketProps(GcsBucketProps):
     access_log_bucket: str
-    labels: Mapping[str, str] = field(default_factory=dict)
     noncurrent_version_days: int = 90  # older state versions to roll back to after a bad apply
     noncurrent_versions_kept: int = 20  # ... but always keep this many, however old
 
@@ -32,31 +29,16 @@ class GcsStateBucket(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, props: GcsStateBucketProps) -> None:
         super().__init__(scope, construct_id)
-        from cdktf_cdktf_provider_google.storage_bucket import (
-            StorageBucket,
-            StorageBucketLifecycleRule,
-        )
-
-        self.bucket = StorageBucket(
+        self.bucket = secure_bucket(
             self,
-            "bucket",
-            name=props.bucket_name,
-            project=props.project,
-            location=props.location,
-            uniform_bucket_level_access=True,
-            public_access_prevention="enforced",
-            versioning={"enabled": True},
-            lifecycle_rule=[
-                StorageBucketLifecycleRule(
-                    action={"type": "Delete"},
-                    condition={
-                        "days_since_noncurrent_time": props.noncurrent_version_days,
-                        "num_newer_versions": props.noncurrent_versions_kept,
-                    },
-                )
+            props,
+            delete_when=[
+                {
+                    "days_since_noncurrent_time": props.noncurrent_version_days,
+                    "num_newer_versions": props.noncurrent_versions_kept,
+                }
             ],
-            logging={"log_bucket": props.access_log_bucket, "log_object_prefix": f"{props.bucket_name}/"},
-            labels=dict(props.labels),
+            access_log_bucket=props.access_log_bucket,
         )
         self.bucket_name = props.bucket_name
 

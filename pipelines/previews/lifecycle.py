@@ -199,16 +199,23 @@ def _stack_names(manifest: dict[str, object]) -> tuple[str, ...]:
 
 def _cdktf(
     action: Literal["deploy", "destroy"],
+    fleet: Fleet,
+    clouds: list[str],
+    synthesize: Callable[[list[str]], dict[str, object]],
     *,
-    command: str,
     environment: str,
     outdir: Path,
-    stacks: tuple[str, ...],
     runner: Runner,
     yes: bool,
     repo_root: Path,
     after_failure: str,
-) -> tuple[str, ...]:
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Preflight, synthesize the preview's stacks into outdir, run cdktf `action` on them.
+
+    Returns the stacks and the cdktf command line.
+    """
+    command = _require_ready(fleet, clouds, repo_root)
+    stacks = _stack_names(synthesize(clouds))
     # --skip-synth: the stacks were synthesized above with the preview's options; letting cdktf run
     # the app again (cdktf.json) would synthesize prod's.
     cmd = [command, action, "--skip-synth", "--output", str(outdir)]
@@ -219,7 +226,7 @@ def _cdktf(
         raise FleetRuntimeError(
             f"cdktf {action} of preview {environment} failed (exit {status}); {after_failure}"
         )
-    return tuple(cmd)
+    return stacks, tuple(cmd)
 
 
 def preview_up(
@@ -245,16 +252,15 @@ def preview_up(
     clouds = fleet_clouds(fleet)
     estimate = estimate_preview(fleet)
     check_cost_cap(fleet, estimate)
-    command = _require_ready(fleet, clouds, repo_root)
     expires_at = preview_expiry(fleet, time.time() if now is None else now)
     options = SynthOptions(fleet_file, base_environment, branch=branch, owner=owner, expires_at=expires_at)
-    stacks = _stack_names(synth(clouds, options, outdir))
-    cmd = _cdktf(
+    stacks, cmd = _cdktf(
         "deploy",
-        command=command,
+        fleet,
+        clouds,
+        lambda clouds: synth(clouds, options, outdir),
         environment=environment,
         outdir=outdir,
-        stacks=stacks,
         runner=runner,
         yes=yes,
         repo_root=repo_root,
@@ -262,6 +268,32 @@ def preview_up(
         f"`gpufleet preview down --branch {branch}`",
     )
     return PreviewResult(environment, "deploy", stacks, estimate, cmd, expires_at)
+
+
+def _destroy(
+    fleet: Fleet,
+    environment: str,
+    synthesize: Callable[[list[str]], dict[str, object]],
+    outdir: Path,
+    runner: Runner,
+    yes: bool,
+    repo_root: Path,
+    after_failure: str,
+) -> PreviewResult:
+    """Destroy a preview's stacks (every cloud of the fleet)."""
+    stacks, cmd = _cdktf(
+        "destroy",
+        fleet,
+        fleet_clouds(fleet),
+        synthesize,
+        environment=environment,
+        outdir=outdir,
+        runner=runner,
+        yes=yes,
+        repo_root=repo_root,
+        after_failure=after_failure,
+    )
+    return PreviewResult(environment, "destroy", stacks, estimate_preview(fleet), cmd)
 
 
 def preview_down(
@@ -279,22 +311,17 @@ def preview_down(
 ) -> PreviewResult:
     """Destroy the branch's preview (all of its stacks, every cloud of the fleet)."""
     environment = preview_environment(branch)
-    clouds = fleet_clouds(fleet)
-    command = _require_ready(fleet, clouds, repo_root)
     options = SynthOptions(fleet_file, base_environment, branch=branch, owner=owner)
-    stacks = _stack_names(synth(clouds, options, outdir))
-    cmd = _cdktf(
-        "destroy",
-        command=command,
-        environment=environment,
-        outdir=outdir,
-        stacks=stacks,
-        runner=runner,
-        yes=yes,
-        repo_root=repo_root,
+    return _destroy(
+        fleet,
+        environment,
+        lambda clouds: synth(clouds, options, outdir),
+        outdir,
+        runner,
+        yes,
+        repo_root,
         after_failure="fix the error above and rerun",
     )
-    return PreviewResult(environment, "destroy", stacks, estimate_preview(fleet), cmd)
 
 
 def preview_target(summary: PreviewSummary, base_environment: str = DEFAULT_ENVIRONMENT) -> PreviewTarget:
@@ -322,21 +349,16 @@ def destroy_preview_target(
     synth: TargetSynth = synth_preview_target,
 ) -> PreviewResult:
     """Destroy a preview known by its environment name (e.g. found by the sweep)."""
-    clouds = fleet_clouds(fleet)
-    command = _require_ready(fleet, clouds, repo_root)
-    stacks = _stack_names(synth(clouds, fleet_file, target, outdir))
-    cmd = _cdktf(
-        "destroy",
-        command=command,
-        environment=target.environment,
-        outdir=outdir,
-        stacks=stacks,
-        runner=runner,
-        yes=yes,
-        repo_root=repo_root,
+    return _destroy(
+        fleet,
+        target.environment,
+        lambda clouds: synth(clouds, fleet_file, target, outdir),
+        outdir,
+        runner,
+        yes,
+        repo_root,
         after_failure="fix the error above and rerun the sweep",
     )
-    return PreviewResult(target.environment, "destroy", stacks, estimate_preview(fleet), cmd)
 
 
 def preview_destroyer(
