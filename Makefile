@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := prometheus haproxy
 
-.PHONY: setup setup-all system-packages demo test lint typecheck unit integration down clean
+.PHONY: setup setup-all system-packages demo test bench lint typecheck unit integration down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ test: setup-all
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q tests
+
+# Speed and memory figures, printed as ratios measured side by side (plus reports/synth.html).
+bench: setup-all
+	$(BIN)/python benchmarks/synth.py
 
 down:
 	-$(BIN)/gpufleet down
