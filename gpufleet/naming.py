@@ -74,7 +74,22 @@ def dns_label_problem(name: str, max_length: int, what: str) -> str | None:
 
 
 def fleet_name_problem(name: str) -> str | None:
-    return dns_label_problem(name, FLEET_NAME_MAX_LENGTH, "fleet name")
+    problem = dns_label_problem(name, FLEET_NAME_MAX_LENGTH, "fleet name")
+    if problem is None and (reserved := _reserved_s3_prefix(name)):
+        # The fleet name starts bucket names (the state bucket is <fleet>-<env>-tfstate).
+        return (
+            f"fleet name {shown(name)} makes bucket names that start with {reserved!r}, "
+            "reserved by AWS; choose another name"
+        )
+    return problem
+
+
+def _reserved_s3_prefix(base: str) -> str | None:
+    """The reserved S3 prefix a name, or any name built as `<base>-<suffix>`, would start with."""
+    for prefix in _S3_RESERVED_PREFIXES:
+        if base.startswith(prefix) or f"{base}-".startswith(prefix):
+            return prefix
+    return None
 
 
 def cluster_name_problem(cloud: str, name: str) -> str | None:
@@ -173,9 +188,9 @@ def s3_bucket_problem(bucket: str) -> str | None:
         return f"{what} (it contains '..'); use single dots between parts"
     if _IPV4_LIKE.fullmatch(bucket):
         return f"{what} (it looks like an IP address); use a name such as my-fleet-models"
-    for prefix in _S3_RESERVED_PREFIXES:
-        if bucket.startswith(prefix):
-            return f"{what} (the prefix {prefix!r} is reserved by AWS); choose a name without it"
+    # Also `sthree` alone: every environment's bucket is `<bucket>-<env>`, which would start with `sthree-`.
+    if prefix := _reserved_s3_prefix(bucket):
+        return f"{what} (the prefix {prefix!r} is reserved by AWS); choose a name without it"
     for suffix in _S3_RESERVED_SUFFIXES:
         if bucket.endswith(suffix):
             return f"{what} (the suffix {suffix!r} is reserved by AWS); choose a name without it"

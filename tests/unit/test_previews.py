@@ -132,13 +132,13 @@ def test_store_names_with_a_preview_stay_valid(
     assert naming.azure_storage_account_problem(storage) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (gpufleet/environments.py): a base name that is a reserved S3 prefix without its "
-    "trailing '-' (sthree, amzn-s3-demo) becomes reserved once '-<env>' is appended",
-)
-def test_reserved_s3_prefix_formed_by_the_join() -> None:
-    assert naming.s3_bucket_problem(fit_name("sthree", preview_environment("main"), max_length=63)) is None
+@pytest.mark.parametrize("base", ["sthree", "amzn-s3-demo"])
+def test_base_names_that_would_compose_into_a_reserved_s3_prefix_are_rejected(base: str) -> None:
+    # <base>-<env> would start with a prefix S3 reserves: the spec refuses such a base up front.
+    assert naming.s3_bucket_problem(fit_name(base, preview_environment("main"), max_length=63)) is not None
+    assert naming.s3_bucket_problem(base) is not None
+    assert naming.fleet_name_problem(base) is not None
+    assert naming.s3_bucket_problem("sthreefold-models") is None  # only the reserved prefix itself
 
 
 # ---------------------------------------------------------------------------------------------------
