@@ -244,6 +244,9 @@ def _load_table(
             f"{r.throughput_rps:.0f}",
         )
     console.print(table)
+    from gpufleet.reports import write_load_report
+
+    console.print(f"report: {write_load_report(Path('reports'), spec.name, concurrency, results)}")
     if any(r.errors for r in results.values()):
         raise FleetRuntimeError("some requests failed; see the table above and `gpufleet status`")
     return {name: float(r.requests - r.errors) for name, r in results.items()}

@@ -22,7 +22,7 @@ from gpufleet.loadgen import infer_once
 from gpufleet.local.fleet import LocalFleet
 from gpufleet.local.processes import process_alive
 from gpufleet.spec import load_fleet
-from tests.conftest import RunningFleet
+from tests.conftest import REPO, RunningFleet
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +93,12 @@ def test_load_command_prints_latency_per_cluster(local_fleet: RunningFleet) -> N
         assert cells[0] == cluster and cells[1] == "200" and cells[2] == "0"
         p50, p99 = float(cells[3]), float(cells[4])
         assert 0 < p50 <= p99
+    report = (
+        REPO / next(line for line in shown.stdout.splitlines() if line.startswith("report: "))[8:].strip()
+    )
+    page = report.read_text()
+    assert "local-a" in page and "local-b" in page and page.count("<svg") == 2
+    report.unlink()
 
 
 def test_prometheus_scrapes_triton_and_proxies_of_both_clusters(local_fleet: RunningFleet) -> None:
