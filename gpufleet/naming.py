@@ -74,14 +74,7 @@ def dns_label_problem(name: str, max_length: int, what: str) -> str | None:
 
 
 def fleet_name_problem(name: str) -> str | None:
-    problem = dns_label_problem(name, FLEET_NAME_MAX_LENGTH, "fleet name")
-    if problem is None and (reserved := _reserved_s3_prefix(name)):
-        # The fleet name starts bucket names (the state bucket is <fleet>-<env>-tfstate).
-        return (
-            f"fleet name {shown(name)} makes bucket names that start with {reserved!r}, "
-            "reserved by AWS; choose another name"
-        )
-    return problem
+    return dns_label_problem(name, FLEET_NAME_MAX_LENGTH, "fleet name")
 
 
 def _reserved_s3_prefix(base: str) -> str | None:

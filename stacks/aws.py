@@ -89,7 +89,7 @@ class SharedStack(TerraformStack):
             self,
             "access-logs",
             AccessLogBucketProps(
-                bucket=ctx.resource_name("s3-access-logs", max_length=S3_BUCKET_NAME_MAX_LENGTH),
+                bucket=ctx.global_bucket("s3-access-logs", max_length=S3_BUCKET_NAME_MAX_LENGTH),
                 account=account,
                 tags=tags,
             ),

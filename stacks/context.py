@@ -122,8 +122,13 @@ class StackContext:
         """Model store bucket/container: shared by a base environment and its previews."""
         return fit_name(self.fleet.model_store.bucket, self.base_environment, max_length=max_length)
 
+    def global_bucket(self, *parts: str, max_length: int = 63) -> str:
+        """A bucket of the base environment. Bucket names are one namespace across all accounts, so they
+        start from the store bucket name the user picked to be unique, never from the fleet name."""
+        return fit_name(self.fleet.model_store.bucket, self.base_environment, *parts, max_length=max_length)
+
     def state_bucket(self, max_length: int = 63) -> str:
-        return fit_name(self.fleet.name, self.base_environment, "tfstate", max_length=max_length)
+        return self.global_bucket("tfstate", max_length=max_length)
 
     def state_key(self, stack: str) -> str:
         """Remote state key: previews keep theirs apart, under `previews/<env>/`."""

@@ -94,7 +94,7 @@ class GcpSharedStack(TerraformStack):
             self,
             "access-logs",
             GcsAccessLogBucketProps(
-                bucket_name=ctx.resource_name("gcs-access-logs", max_length=GCS_BUCKET_NAME_MAX_LENGTH),
+                bucket_name=ctx.global_bucket("gcs-access-logs", max_length=GCS_BUCKET_NAME_MAX_LENGTH),
                 project=home.project,
                 location=location,
                 labels=labels,

@@ -122,7 +122,7 @@ def test_cluster_stacks_keep_state_in_the_base_environment_bucket(
         backend = synth.stack(name)["terraform"]["backend"]
         assert list(backend) == ["s3"]
         s3 = backend["s3"]
-        assert s3["bucket"] == ctx.state_bucket() == "demo-prod-tfstate"
+        assert s3["bucket"] == ctx.state_bucket() == "gpufleet-demo-models-prod-tfstate"
         assert s3["key"] == ctx.state_key(name)
         if preview:
             assert s3["key"] == f"previews/{ctx.environment}/{name}.tfstate"

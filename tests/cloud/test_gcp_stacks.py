@@ -305,7 +305,7 @@ def test_model_store_bucket(synthesized: Synthesized) -> None:
         "lifecycle_rule"
     ]
     state = by_name[PROD.state_bucket()]
-    access_logs = logical_name(buckets, name=PROD.resource_name("gcs-access-logs"))
+    access_logs = logical_name(buckets, name=PROD.global_bucket("gcs-access-logs"))
     for bucket in (store, state):
         assert bucket["versioning"] == {"enabled": True}
         assert bucket["uniform_bucket_level_access"] is True

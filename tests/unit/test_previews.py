@@ -137,7 +137,6 @@ def test_base_names_that_would_compose_into_a_reserved_s3_prefix_are_rejected(ba
     # <base>-<env> would start with a prefix S3 reserves: the spec refuses such a base up front.
     assert naming.s3_bucket_problem(fit_name(base, preview_environment("main"), max_length=63)) is not None
     assert naming.s3_bucket_problem(base) is not None
-    assert naming.fleet_name_problem(base) is not None
     assert naming.s3_bucket_problem("sthreefold-models") is None  # only the reserved prefix itself
 
 
