@@ -13,12 +13,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex((LOOPBACK, port)) == 0
-
-
 class PortBook:
     """Named ports (`triton-local-a-0.http`, ...). Reuses a recorded port; allocates new names once."""
 
