@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from stacks.provider_imports import EAGER_SWITCH
+from tests.cloud.conftest import Synthesized
 from tests.conftest import REPO
 
 PROVIDERS = {
@@ -65,3 +70,87 @@ def test_multi_cloud_synth_runs_one_process_per_cloud(tmp_path: Path) -> None:
     )
     assert not (set(PROVIDERS.values()) & modules)
     assert "cdktf" not in modules
+
+
+def run_probe(code: str) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter; it prints one JSON object as its last line."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_provider_package_imports_resource_modules_on_demand() -> None:
+    seen = run_probe(
+        """
+        import json, sys
+        from stacks.provider_imports import import_providers_on_demand
+        import_providers_on_demand()
+        import cdktf_cdktf_provider_azurerm as azurerm
+        before = sum(m.startswith("cdktf_cdktf_provider_azurerm.") for m in sys.modules)
+        account = azurerm.storage_account.StorageAccount
+        try:
+            azurerm.no_such_resource
+            missing = "no error"
+        except AttributeError as e:
+            missing = str(e)
+        print(json.dumps({"before": before, "fqn": account.__jsii_type__, "module": account.__module__,
+                          "listed": "storage_account" in dir(azurerm), "missing": missing}))
+        """
+    )
+    # The package holds ~1,100 resource modules; only its _jsii helpers load with it.
+    assert seen["before"] <= 3, seen
+    assert seen["fqn"] == "@cdktf/provider-azurerm.storageAccount.StorageAccount"
+    assert seen["module"] == "cdktf_cdktf_provider_azurerm.storage_account"
+    assert seen["listed"] is True
+    assert "no attribute 'no_such_resource'" in seen["missing"]
+
+
+def test_jsii_can_find_every_resource_module_synth_loaded(tmp_path: Path) -> None:
+    # jsii imports a module itself when JavaScript hands back a type Python has not loaded; the
+    # FQN -> module map we register must name the module each loaded type really lives in.
+    fleet = one_cloud_fleet(tmp_path, "aws")
+    seen = run_probe(
+        f"""
+        import inspect, json, sys
+        from jsii import _reference_map
+        from stacks.__main__ import main
+        assert main(["--cloud", "aws", "--file", {str(fleet)!r}, "--out", {str(tmp_path / "out")!r}]) == 0
+        wrong, checked = [], 0
+        for name, module in list(sys.modules.items()):
+            if name.count(".") != 1 or not name.startswith("cdktf_cdktf_provider_aws.") or "_jsii" in name:
+                continue
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                fqn = getattr(cls, "__jsii_type__", None)
+                if fqn and cls.__module__ == name:
+                    checked += 1
+                    if _reference_map._submodule_fqn_map.get(fqn.rsplit(".", 1)[0]) != name:
+                        wrong.append(fqn)
+        print(json.dumps({{"checked": checked, "wrong": wrong}}))
+        """
+    )
+    assert seen["checked"] > 100 and seen["wrong"] == [], seen
+
+
+def test_on_demand_imports_synthesize_the_same_json_as_eager_imports(
+    tmp_path: Path, synthesized: Synthesized
+) -> None:
+    # Escape hatch and proof in one: the packages' own eager import gives byte-identical stacks.
+    fleet = REPO / "fleet.yaml"
+    out = tmp_path / "eager"
+    env = {**os.environ, EAGER_SWITCH: "eager"}
+    result = subprocess.run(
+        [sys.executable, "-m", "stacks", "--cloud", "aws", "--file", str(fleet), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    aws_stacks = [n for n in synthesized.stack_names() if n.endswith("-aws") or n.startswith("prod-aws")]
+    assert aws_stacks
+    for name in aws_stacks:
+        eager = (out / "stacks" / name / "cdk.tf.json").read_text()
+        assert eager == (synthesized.outdir / "stacks" / name / "cdk.tf.json").read_text(), name
