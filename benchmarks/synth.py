@@ -81,7 +81,7 @@ def fleet_with(clusters_per_cloud: dict[str, int], workdir: Path) -> Path:
         for i in range(count):
             clusters.append({**templates[cloud], "name": f"{templates[cloud]['name'][:30]}-{i}", "wave": 3})
     doc["clusters"] = clusters
-    path = workdir / f"fleet-{sum(clusters_per_cloud.values())}.yaml"
+    path = workdir / ("fleet-" + "-".join(f"{c}{n}" for c, n in clusters_per_cloud.items()) + ".yaml")
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -136,6 +136,7 @@ def main() -> None:
         work = Path(tmp)
         cases = {
             "1 cluster (aws)": {"aws": 1},
+            "50 clusters (aws)": {"aws": 50},
             "6 clusters, 3 clouds": {"aws": 2, "gcp": 2, "azure": 2},
             "50 clusters, 3 clouds": {"aws": 17, "gcp": 17, "azure": 16},
         }
@@ -162,28 +163,26 @@ def main() -> None:
             print(f"synth {name}: {synths[name].wall_s:.1f}s, {synths[name].peak_rss_mb:.0f} MB", flush=True)
     slowest = max(imports.values(), key=lambda m: m.wall_s)
     slowest_package = max(package_imports.values(), key=lambda m: m.wall_s)
+    one, fifty_aws = synths["1 cluster (aws)"].wall_s, synths["50 clusters (aws)"].wall_s
+    three_clouds, fifty_three = synths["6 clusters, 3 clouds"].wall_s, synths["50 clusters, 3 clouds"].wall_s
     ratios = {
-        "3-cloud synth (6 clusters) / slowest bare import of the modules synth uses": (
-            synths["6 clusters, 3 clouds"].wall_s / slowest.wall_s,
+        "3-cloud synth (6 clusters) / slowest bare provider package import": (
+            three_clouds / slowest_package.wall_s,
             1.3,
         ),
-        "3-cloud synth (6 clusters) / slowest bare provider package import": (
-            synths["6 clusters, 3 clouds"].wall_s / slowest_package.wall_s,
-            1.3,
+        "3-cloud synth (6 clusters) / slowest bare import of the modules synth uses": (
+            three_clouds / slowest.wall_s,
+            None,
         ),
         "1-cloud synth (1 cluster) / bare import of the aws modules synth uses": (
-            synths["1 cluster (aws)"].wall_s / imports["aws"].wall_s,
+            one / imports["aws"].wall_s,
             None,
         ),
-        "50 clusters / 1 cluster": (
-            synths["50 clusters, 3 clouds"].wall_s / synths["1 cluster (aws)"].wall_s,
-            1.5,
-        ),
-        "50-cluster synth / slowest bare import of the modules synth uses": (
-            synths["50 clusters, 3 clouds"].wall_s / slowest.wall_s,
-            None,
-        ),
+        "50 clusters (aws) / 1 cluster (aws)": (fifty_aws / one, 1.5),
+        "50 clusters (3 clouds) / 1 cluster (aws)": (fifty_three / one, 1.5),
+        "50 clusters (3 clouds) / 6 clusters (3 clouds)": (fifty_three / three_clouds, None),
     }
+    print(f"\nmarginal cost of one more cluster (aws): {(fifty_aws - one) / 49 * 1000:.0f} ms")
     print("\nratios (same run, same machine):")
     for label, (ratio, target) in ratios.items():
         verdict = (

@@ -106,6 +106,24 @@ def gpu_pool_name_problem(name: str) -> str | None:
     )
 
 
+# Node pools the stacks add beside the GPU pools on each cloud, whose names GPU pools cannot reuse
+# (EKS GPU node groups are named gpu-<pool>, so nothing collides there).
+RESERVED_POOL_NAMES: dict[str, frozenset[str]] = {
+    "aws": frozenset(),
+    "gcp": frozenset({"system"}),
+    "azure": frozenset({"system", "platform"}),
+}
+
+
+def reserved_pool_name_problem(cloud: str, name: str) -> str | None:
+    if name not in RESERVED_POOL_NAMES[cloud]:
+        return None
+    return (
+        f"pool name {shown(name)} is taken by the {name} node pool gpufleet adds to every {cloud} cluster; "
+        "give the GPU pool another name"
+    )
+
+
 def region_problem(cloud: str, region: str) -> str | None:
     if cloud == "aws":
         if AWS_REGION.fullmatch(region):

@@ -161,6 +161,29 @@ class _CloudCluster(_Model):
     region: str
     kubernetes_version: KubernetesVersion = "1.31"
     gpu_pools: Annotated[list[GpuPool], Field(min_length=1)]
+    # The Kubernetes API is reachable only from inside the cluster's network unless this is true; then
+    # also from public_access_cidrs (EKS public endpoint, GKE master authorized networks, AKS
+    # authorized IP ranges on a public API server).
+    endpoint_public_access: bool = False
+    public_access_cidrs: list[Cidr] = []
+
+    @model_validator(mode="after")
+    def _public_access_is_explicit(self) -> Self:
+        if self.public_access_cidrs and not self.endpoint_public_access:
+            problem = (
+                "listed, but endpoint_public_access is false so they would have no effect; "
+                "set endpoint_public_access: true or remove public_access_cidrs"
+            )
+            raise _rule_error([("public_access_cidrs", problem)])
+        if self.endpoint_public_access and not self.public_access_cidrs:
+            # Opening the API to everyone must be a visible choice (EKS reads an empty list as 0.0.0.0/0).
+            problem = (
+                "empty while endpoint_public_access is true, which would open the Kubernetes API to the "
+                "whole internet; list the networks allowed to reach it (e.g. [203.0.113.0/24]), "
+                "or [0.0.0.0/0] to allow everyone"
+            )
+            raise _rule_error([("public_access_cidrs", problem)])
+        return self
 
     @model_validator(mode="after")
     def _pools_match_catalog(self) -> Self:
@@ -179,6 +202,9 @@ class _CloudCluster(_Model):
                     )
                 )
             first_index.setdefault(pool.name, i)
+            reserved = naming.reserved_pool_name_problem(self.cloud, pool.name)
+            if reserved:
+                problems.append((f"{where}.name", reserved))
             known = catalog.instance_type(self.cloud, pool.instance_type)
             if known is None:
                 problems.append(
@@ -217,26 +243,6 @@ class AwsCluster(_CloudCluster):
     cloud: Literal["aws"]
     name: Annotated[str, _cluster_name("aws")]
     region: Annotated[str, _region("aws")]
-    endpoint_public_access: bool = False
-    public_access_cidrs: list[Cidr] = []
-
-    @model_validator(mode="after")
-    def _public_access_is_explicit(self) -> Self:
-        if self.public_access_cidrs and not self.endpoint_public_access:
-            problem = (
-                "listed, but endpoint_public_access is false so they would have no effect; "
-                "set endpoint_public_access: true or remove public_access_cidrs"
-            )
-            raise _rule_error([("public_access_cidrs", problem)])
-        if self.endpoint_public_access and not self.public_access_cidrs:
-            # EKS would default to 0.0.0.0/0; opening the API to everyone must be a visible choice.
-            problem = (
-                "empty while endpoint_public_access is true, which would open the Kubernetes API to the "
-                "whole internet; list the networks allowed to reach it (e.g. [203.0.113.0/24]), "
-                "or [0.0.0.0/0] to allow everyone"
-            )
-            raise _rule_error([("public_access_cidrs", problem)])
-        return self
 
 
 class GcpCluster(_CloudCluster):

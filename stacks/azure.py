@@ -63,7 +63,6 @@ PREVIEW_LOG_QUOTA_GB = 1
 PREVIEW_SYSTEM_POOL = SystemPoolSettings(min_nodes=1, max_nodes=1)
 PRODUCTION_SYSTEM_POOL = SystemPoolSettings()
 PLATFORM_POOL_NAME = "platform"
-RESERVED_POOL_NAMES = frozenset({PRODUCTION_SYSTEM_POOL.name, PLATFORM_POOL_NAME})
 
 
 def azure_clusters(ctx: StackContext) -> list[AzureCluster]:
@@ -309,6 +308,7 @@ class AksClusterStack(TerraformStack):
                 sku_tier=SKU_TIER_FREE if ctx.is_preview else SKU_TIER_STANDARD,
                 system_pool=PREVIEW_SYSTEM_POOL if ctx.is_preview else PRODUCTION_SYSTEM_POOL,
                 tags=tags,
+                authorized_ip_ranges=tuple(cluster.public_access_cidrs),
                 depends_on=(network.nsg_association,),
             ),
         )
@@ -350,7 +350,7 @@ class AksClusterStack(TerraformStack):
 
         TerraformOutput(self, "cluster_name", value=aks.name)
         # kube_config (host included) is sensitive in the provider; the private API server's FQDN is not.
-        TerraformOutput(self, "cluster_endpoint", value=f"https://{aks.private_fqdn}:443")
+        TerraformOutput(self, "cluster_endpoint", value=f"https://{aks.api_fqdn}:443")
         # A CA certificate is public, but Terraform refuses to output a value read from a sensitive attribute
         # without the flag.
         TerraformOutput(self, "cluster_ca_certificate", value=aks.ca_certificate, sensitive=True)
@@ -377,11 +377,6 @@ class AksClusterStack(TerraformStack):
         network: AzureNetwork,
         pool: GpuPool,
     ) -> GpuNodePool:
-        if pool.name in RESERVED_POOL_NAMES:
-            raise UserError(
-                f"clusters: {cluster.name}: gpu pool name {pool.name!r} is taken by the AKS cluster's own "
-                f"{pool.name} pool; rename the GPU pool in fleet.yaml"
-            )
         vm = catalog.instance_type(CLOUD, pool.instance_type)
         if vm is None:  # spec validation already rejects this
             raise ValueError(f"{cluster.name}: {pool.instance_type} is not an Azure GPU VM size we know")

@@ -174,8 +174,14 @@ class GkeClusterStack(TerraformStack):
                 subnetwork_id=network.subnetwork.id,
                 pods_range_name=network.pods_range_name,
                 services_range_name=network.services_range_name,
-                # fleet.yaml has no authorized-networks field for GCP: only the VPC reaches the API.
-                authorized_networks=(AuthorizedNetwork("vpc-nodes", network.nodes_cidr),),
+                # The VPC always reaches the API; operator networks only when fleet.yaml opens it.
+                authorized_networks=(
+                    AuthorizedNetwork("vpc-nodes", network.nodes_cidr),
+                    *(
+                        AuthorizedNetwork(f"fleet-yaml-{i}", cidr)
+                        for i, cidr in enumerate(cluster.public_access_cidrs)
+                    ),
+                ),
                 node_service_account_email=nodes.email,
                 labels=labels,
                 # Previews must be destroyable by the sweeper without a manual step.

@@ -72,6 +72,8 @@ class AksClusterProps:
     service_cidr: str = "172.16.0.0/16"
     dns_service_ip: str = "172.16.0.10"
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Public networks allowed to reach the API server; empty keeps the cluster private (see AksCluster).
+    authorized_ip_ranges: Sequence[str] = ()
     # Resources the cluster must wait for beyond its subnet (e.g. the subnet's NSG association).
     depends_on: Sequence[ITerraformDependable] = ()
 
@@ -79,16 +81,17 @@ class AksClusterProps:
 class AksCluster(Construct):
     """AKS with a user-assigned control-plane identity that may manage its subnet, and nothing else.
 
-    API access: a *private* cluster. fleet.yaml has no field for networks allowed to reach the API (AWS
-    has public_access_cidrs), so the API server gets a private endpoint in the node subnet and no public
-    address; operators and CI reach it from a peered network / VPN, or run commands through
-    `az aks command invoke` (run command stays enabled for that). Authorized IP ranges would leave a
-    public endpoint open to whatever list someone types in later.
+    API access: by default a *private* cluster: the API server gets a private endpoint in the node
+    subnet and no public address; operators and CI reach it from a peered network / VPN, or run
+    commands through `az aks command invoke` (run command stays enabled for that). With
+    props.authorized_ip_ranges (fleet.yaml endpoint_public_access + public_access_cidrs) the API server
+    is public but answers only those ranges (AKS adds the cluster's own outbound IP). Switching between
+    the two replaces the cluster: AKS cannot make an existing cluster private or public.
     """
 
     id: str
     name: str
-    private_fqdn: str
+    api_fqdn: str  # the private FQDN, or the public one when authorized_ip_ranges opens the API
     oidc_issuer_url: str
     ca_certificate: str  # base64 PEM; from kube_config, which the provider marks sensitive
     kubelet_object_id: str
@@ -98,6 +101,7 @@ class AksCluster(Construct):
         super().__init__(scope, construct_id)
         from cdktf_cdktf_provider_azurerm.kubernetes_cluster import (
             KubernetesCluster,
+            KubernetesClusterApiServerAccessProfile,
             KubernetesClusterAzureActiveDirectoryRoleBasedAccessControl,
             KubernetesClusterDefaultNodePool,
             KubernetesClusterDefaultNodePoolUpgradeSettings,
@@ -112,6 +116,7 @@ class AksCluster(Construct):
 
         tags = dict(props.tags)
         pool = props.system_pool
+        public_api = bool(props.authorized_ip_ranges)
 
         # A user-assigned identity (not SystemAssigned) so its subnet permission exists *before* the
         # cluster is created: AKS needs it to place the API server's private endpoint and load balancers.
@@ -149,9 +154,14 @@ class AksCluster(Construct):
                 type="UserAssigned", identity_ids=[self.control_plane_identity.id]
             ),
             # API server: see the class docstring.
-            private_cluster_enabled=True,
-            private_cluster_public_fqdn_enabled=False,
-            private_dns_zone_id="System",
+            private_cluster_enabled=not public_api,
+            private_cluster_public_fqdn_enabled=None if public_api else False,
+            private_dns_zone_id=None if public_api else "System",
+            api_server_access_profile=(
+                KubernetesClusterApiServerAccessProfile(authorized_ip_ranges=list(props.authorized_ip_ranges))
+                if public_api
+                else None
+            ),
             # Entra ID sign-in, Kubernetes authorization by Azure RBAC, no static admin credentials.
             local_account_disabled=True,
             role_based_access_control_enabled=True,
@@ -252,6 +262,11 @@ class AksCluster(Construct):
                 "preview cluster: short-lived (TTL-swept) and not serving production traffic, so it does not "
                 "pay for the API server uptime SLA; production environments use the Standard tier"
             )
+        if public_api:
+            skips["CKV_AZURE_115"] = (
+                "fleet.yaml sets endpoint_public_access with an explicit public_access_cidrs allow-list "
+                "(the spec refuses one without the other), applied as the API server's authorized IP ranges"
+            )
         skip_checks(self.cluster, skips)
 
         self.admin_role_assignments = [
@@ -267,7 +282,7 @@ class AksCluster(Construct):
 
         self.id = self.cluster.id
         self.name = self.cluster.name
-        self.private_fqdn = self.cluster.private_fqdn
+        self.api_fqdn = self.cluster.fqdn if public_api else self.cluster.private_fqdn
         self.oidc_issuer_url = self.cluster.oidc_issuer_url
         self.ca_certificate = self.cluster.kube_config.get(0).cluster_ca_certificate
         self.kubelet_object_id = self.cluster.kubelet_identity.object_id

@@ -30,8 +30,8 @@ class GkeClusterProps:
     subnetwork_id: str
     pods_range_name: str
     services_range_name: str
-    # Networks that may reach the Kubernetes API. fleet.yaml has no such field for GCP, so the stack
-    # passes the VPC's own node range (see GkeCluster for what that means for operators).
+    # Networks that may reach the Kubernetes API: the VPC's own node range, plus public_access_cidrs
+    # when fleet.yaml sets endpoint_public_access (see GkeCluster).
     authorized_networks: tuple[AuthorizedNetwork, ...]
     # The temporary default pool runs as this account too (see GkeCluster), never as the Compute default.
     node_service_account_email: str
@@ -49,10 +49,11 @@ class GkeCluster(Construct):
     """The cluster: private nodes, dataplane V2, shielded nodes, Workload Identity, release channel.
 
     API access: the private endpoint is off, so the control plane keeps its public IP, but master
-    authorized networks allow only the VPC node range and no Google Cloud public ranges. In effect the
-    API answers clients inside the VPC (or connected to it: VPN, Interconnect, a bastion) and nobody on
-    the internet. Keeping the public endpoint (instead of enable_private_endpoint) means opening it to an
-    operator network later is an in-place authorized-networks change, not a cluster rebuild.
+    authorized networks allow only props.authorized_networks and no Google Cloud public ranges. With
+    the VPC node range alone the API answers clients inside the VPC (or connected to it: VPN,
+    Interconnect, a bastion) and nobody on the internet. Keeping the public endpoint (instead of
+    enable_private_endpoint) means opening it to an operator network later is an in-place
+    authorized-networks change (fleet.yaml endpoint_public_access + public_access_cidrs), not a rebuild.
     """
 
     name: str

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from stacks.synth import QUIET_JSII
 from tests.conftest import REPO
 
 PREVIEW_BRANCH = "feature/Ünïcode-and-a-very-long-branch-name-for-previews"
@@ -40,6 +44,18 @@ def _synth(outdir: Path, **kw: Any) -> Synthesized:
     options = SynthOptions(fleet_file=REPO / "fleet.yaml", environment="prod", **kw)
     manifest = synth_fleet(["aws", "gcp", "azure"], options, outdir)
     return Synthesized(outdir, manifest)
+
+
+def synth_one_cloud(workdir: Path, fleet_text: str, cloud: str) -> Synthesized:
+    """`python -m stacks --cloud CLOUD` on a fleet.yaml written from fleet_text, as the cdktf CLI runs it."""
+    fleet = workdir / "fleet.yaml"
+    fleet.write_text(fleet_text)
+    outdir = workdir / "out"
+    env = {**os.environ, **QUIET_JSII}
+    cmd = [sys.executable, "-m", "stacks", "--cloud", cloud, "--file", str(fleet), "--out", str(outdir)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return Synthesized(outdir, json.loads((outdir / "manifest.json").read_text()))
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,7 @@ import ast
 import functools
 import importlib.util
 import ipaddress
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,7 @@ from gpufleet.environments import preview_environment
 from gpufleet.spec import AwsCluster, Fleet, load_fleet
 from stacks.context import PREVIEW_TAGS, Preview, StackContext
 from tests.cloud.checkov_support import CHECKOV, assert_checkov_clean
-from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized
+from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized, synth_one_cloud
 from tests.conftest import REPO
 
 CLUSTER_OUTPUTS = {
@@ -542,19 +538,7 @@ model_store: {bucket: variant.models, prefix: team/models}
 
 @pytest.fixture(scope="module")
 def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    workdir = tmp_path_factory.mktemp("aws-variant")
-    (workdir / "fleet.yaml").write_text(VARIANT_FLEET)
-    outdir = workdir / "out"
-    env = {
-        **os.environ,
-        "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION": "1",
-        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
-        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "1",
-    }
-    cmd = [sys.executable, "-m", "stacks", "--cloud", "aws", "--file", str(workdir / "fleet.yaml")]
-    result = subprocess.run([*cmd, "--out", str(outdir)], capture_output=True, text=True, env=env, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return Synthesized(outdir, json.loads((outdir / "manifest.json").read_text()))
+    return synth_one_cloud(tmp_path_factory.mktemp("aws-variant"), VARIANT_FLEET, "aws")
 
 
 def test_variant_fleet_shares_the_first_clusters_region_and_opens_only_listed_networks(

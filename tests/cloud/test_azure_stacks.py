@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gpufleet import catalog
+from gpufleet import catalog, naming
 from gpufleet.environments import fit_name
 from gpufleet.spec import AzureCluster
 from stacks.__main__ import context_for, parse_args
 from stacks.context import PREVIEW_TAGS, StackContext
 from tests.cloud.checkov_support import CHECKOV, assert_checkov_clean
-from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized
+from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized, synth_one_cloud
 from tests.conftest import REPO
 
 PREVIEW_OWNER = "dev@example.com"  # what tests/cloud/conftest.py passes
@@ -725,3 +725,58 @@ def test_azure_only_synth_imports_neither_aws_nor_google(tmp_path: Path) -> None
     assert PROVIDER_PACKAGE in modules
     assert not {"cdktf_cdktf_provider_aws", "cdktf_cdktf_provider_google"} & modules
     assert json.loads((out / "manifest.json").read_text())["stacks"]
+
+
+# -- a variant fleet: the API opened to an operator network ------------------------------------------
+
+PUBLIC_API_FLEET = """
+name: variant
+clusters:
+  - name: aks-open
+    cloud: azure
+    region: westeurope
+    endpoint_public_access: true
+    public_access_cidrs: [203.0.113.0/24]
+    gpu_pools:
+      - {name: t4, instance_type: Standard_NC4as_T4_v3}
+model_store: {bucket: variant-models, azure_storage_account: variantmodels}
+"""
+
+
+@pytest.fixture(scope="module")
+def public_api(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synth_one_cloud(tmp_path_factory.mktemp("azure-public-api"), PUBLIC_API_FLEET, "azure")
+
+
+def test_public_access_cidrs_make_a_public_api_server_that_answers_only_them(public_api: Synthesized) -> None:
+    stack = public_api.stack("prod-aks-open")
+    aks = one(stack["resource"]["azurerm_kubernetes_cluster"])
+    assert aks["private_cluster_enabled"] is False
+    assert "private_dns_zone_id" not in aks and "private_cluster_public_fqdn_enabled" not in aks
+    assert aks["api_server_access_profile"] == {"authorized_ip_ranges": ["203.0.113.0/24"]}
+    # kubeconfig must point at the public FQDN, not the private one nobody outside can resolve.
+    endpoint = stack["output"]["cluster_endpoint"]["value"]
+    assert endpoint.startswith("https://${azurerm_kubernetes_cluster.") and ".fqdn}" in endpoint
+
+
+def test_private_cluster_endpoint_is_the_private_fqdn(synthesized: Synthesized) -> None:
+    for name in cluster_stack_names(_context(preview=False)):
+        assert ".private_fqdn}" in synthesized.stack(name)["output"]["cluster_endpoint"]["value"]
+
+
+@pytest.mark.skipif(not CHECKOV.exists(), reason=f"checkov is not installed at {CHECKOV}")
+def test_checkov_passes_with_the_api_opened(public_api: Synthesized) -> None:
+    for name in public_api.stack_names():
+        assert_checkov_clean(
+            name, public_api.stack(name), public_api.outdir / "stacks" / name / "cdk.tf.json"
+        )
+
+
+def test_spec_reserves_exactly_the_pool_names_the_stacks_add(synthesized: Synthesized) -> None:
+    # fleet.yaml validation rejects GPU pools named like the pools the stack adds; keep both in step.
+    for cluster, name in zip(CLUSTERS, cluster_stack_names(_context(preview=False)), strict=True):
+        resources = synthesized.stack(name)["resource"]
+        added = {one(resources["azurerm_kubernetes_cluster"])["default_node_pool"]["name"]}
+        added |= {p["name"] for p in resources["azurerm_kubernetes_cluster_node_pool"].values()}
+        added -= {pool.name for pool in cluster.gpu_pools}
+        assert added == naming.RESERVED_POOL_NAMES["azure"]

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from gpufleet import catalog
+from gpufleet import catalog, naming
 from gpufleet.spec import GcpCluster
 from stacks.__main__ import context_for, parse_args
 from stacks.context import PREVIEW_TAGS, StackContext
 from tests.cloud.checkov_support import CHECKOV, assert_checkov_clean
-from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized
+from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized, synth_one_cloud
 from tests.conftest import REPO
 
 PREVIEW_OWNER = "dev@example.com"  # what tests/cloud/conftest.py passes
@@ -529,3 +529,55 @@ def test_checkov_passes(which: str, synthesized: Synthesized, synthesized_previe
     synth = synthesized_preview if which == "preview" else synthesized
     for name in sorted(_google_stacks(synth)):
         assert_checkov_clean(name, synth.stack(name), synth.outdir / "stacks" / name / "cdk.tf.json")
+
+
+# -- a variant fleet: the API opened to an operator network ------------------------------------------
+
+PUBLIC_API_FLEET = """
+name: variant
+clusters:
+  - name: gke-open
+    cloud: gcp
+    region: europe-west4
+    project: variant-project
+    endpoint_public_access: true
+    public_access_cidrs: [203.0.113.0/24, 198.51.100.16/28]
+    gpu_pools:
+      - {name: l4, instance_type: g2-standard-4}
+model_store: {bucket: variant-models}
+"""
+
+
+@pytest.fixture(scope="module")
+def public_api(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synth_one_cloud(tmp_path_factory.mktemp("gcp-public-api"), PUBLIC_API_FLEET, "gcp")
+
+
+def test_public_access_cidrs_join_the_vpc_in_master_authorized_networks(public_api: Synthesized) -> None:
+    resources = public_api.stack("prod-gke-open")["resource"]
+    cluster = one(resources["google_container_cluster"])
+    authorized = cluster["master_authorized_networks_config"]
+    subnet = one(resources["google_compute_subnetwork"])
+    assert [b["cidr_block"] for b in authorized["cidr_blocks"]] == [
+        subnet["ip_cidr_range"],
+        "203.0.113.0/24",
+        "198.51.100.16/28",
+    ]
+    assert authorized["gcp_public_cidrs_access_enabled"] is False
+    assert cluster["private_cluster_config"]["enable_private_nodes"] is True
+
+
+@pytest.mark.skipif(not CHECKOV.exists(), reason=f"checkov is not installed at {CHECKOV}")
+def test_checkov_passes_with_the_api_opened(public_api: Synthesized) -> None:
+    for name in public_api.stack_names():
+        assert_checkov_clean(
+            name, public_api.stack(name), public_api.outdir / "stacks" / name / "cdk.tf.json"
+        )
+
+
+def test_spec_reserves_exactly_the_pool_names_the_stacks_add(synthesized: Synthesized) -> None:
+    # fleet.yaml validation rejects GPU pools named like the pools the stack adds; keep both in step.
+    for cluster, name in zip(CLUSTERS, cluster_stack_names(_context(preview=False)), strict=True):
+        pools = synthesized.stack(name)["resource"]["google_container_node_pool"].values()
+        added = {p["name"] for p in pools} - {pool.name for pool in cluster.gpu_pools}
+        assert added == naming.RESERVED_POOL_NAMES["gcp"]

@@ -351,6 +351,27 @@ BROKEN = [
         id="public-endpoint-without-cidrs",
     ),
     pytest.param(
+        _set(f"clusters.{AZURE}.public_access_cidrs", ["203.0.113.0/24"]),
+        "clusters[4].public_access_cidrs: listed, but endpoint_public_access is false",
+        id="azure-cidrs-without-public-endpoint",
+    ),
+    pytest.param(
+        _set(f"clusters.{GCP}.endpoint_public_access", True),
+        "clusters[3].public_access_cidrs: empty while endpoint_public_access is true",
+        id="gcp-public-endpoint-without-cidrs",
+    ),
+    pytest.param(
+        _set(f"clusters.{AZURE}.gpu_pools.0.name", "platform"),
+        "clusters[4].gpu_pools[0].name: pool name 'platform' is taken by the platform node pool gpufleet "
+        "adds to every azure cluster; give the GPU pool another name",
+        id="azure-reserved-pool-name",
+    ),
+    pytest.param(
+        _set(f"clusters.{GCP}.gpu_pools.0.name", "system"),
+        "clusters[3].gpu_pools[0].name: pool name 'system' is taken by the system node pool",
+        id="gcp-reserved-pool-name",
+    ),
+    pytest.param(
         _set("clusters.0.replica", 2),
         "clusters[0].replica: unknown key 'replica'; remove it or check the spelling "
         "(did you mean 'replicas'? allowed here: cloud, name, wave, replicas)",
