@@ -351,6 +351,33 @@ ModelName = Annotated[
 ]
 
 
+def _mlp_signature_problems(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> list[tuple[str, str]]:
+    """builtin:mlp is y = tanh(x·W + b): one FP32 input [n] and one FP32 output [m], both fixed."""
+    for group, tensors in (("inputs", inputs), ("outputs", outputs)):
+        if len(tensors) != 1:
+            return [
+                (
+                    group,
+                    f"builtin:mlp has exactly one input and one output, not {len(tensors)} {group}; "
+                    f"list one in {group}",
+                )
+            ]
+    problems: list[tuple[str, str]] = []
+    for group, tensor in (("inputs", inputs[0]), ("outputs", outputs[0])):
+        if tensor.dtype != "FP32":
+            problems.append(
+                (f"{group}[0].dtype", f"builtin:mlp computes in FP32, not {tensor.dtype}; set dtype: FP32")
+            )
+        if len(tensor.dims) != 1 or tensor.dims[0] == -1:
+            problems.append(
+                (
+                    f"{group}[0].dims",
+                    f"builtin:mlp needs one fixed dimension, not {tensor.dims}; set e.g. dims: [16]",
+                )
+            )
+    return problems
+
+
 class ModelSpec(_Model):
     name: ModelName
     # "builtin:mlp" or a path to an .onnx file; after validation a path is absolute.
@@ -402,6 +429,8 @@ class ModelSpec(_Model):
                         )
                     )
                 first_seen.setdefault(tensor.name, where)
+        if self.source == f"{BUILTIN_PREFIX}mlp":
+            problems += _mlp_signature_problems(self.inputs, self.outputs)
         seen_targets: set[tuple[str, str]] = set()
         for i, target in enumerate(self.engine_targets):
             key = (target.gpu_arch, target.precision)

@@ -372,6 +372,24 @@ BROKEN = [
         id="gcp-reserved-pool-name",
     ),
     pytest.param(
+        _set("models.0.inputs.0.dims", [4, 4]),
+        "models[0].inputs[0].dims: builtin:mlp needs one fixed dimension, not [4, 4]; set e.g. dims: [16]",
+        id="builtin-mlp-two-dims",
+    ),
+    pytest.param(
+        _set("models.0.outputs.0.dtype", "FP16"),
+        "models[0].outputs[0].dtype: builtin:mlp computes in FP32, not FP16; set dtype: FP32",
+        id="builtin-mlp-fp16",
+    ),
+    pytest.param(
+        _set(
+            "models.0.outputs",
+            [{"name": "A", "dtype": "FP32", "dims": [2]}, {"name": "B", "dtype": "FP32", "dims": [2]}],
+        ),
+        "models[0].outputs: builtin:mlp has exactly one input and one output, not 2 outputs",
+        id="builtin-mlp-two-outputs",
+    ),
+    pytest.param(
         _set("clusters.0.replica", 2),
         "clusters[0].replica: unknown key 'replica'; remove it or check the spelling "
         "(did you mean 'replicas'? allowed here: cloud, name, wave, replicas)",
