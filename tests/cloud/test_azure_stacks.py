@@ -696,9 +696,11 @@ def test_preview_names_differ_from_prod(synthesized: Synthesized, synthesized_pr
 
 
 @pytest.mark.skipif(not CHECKOV.exists(), reason=f"checkov is not installed at {CHECKOV}")
-@pytest.mark.parametrize("which", ["prod", "preview"])
-def test_checkov_passes(which: str, synthesized: Synthesized, synthesized_preview: Synthesized) -> None:
-    synth = synthesized_preview if which == "preview" else synthesized
+@pytest.mark.parametrize("which", ["prod", "preview", "public-api"])
+def test_checkov_passes(
+    which: str, synthesized: Synthesized, synthesized_preview: Synthesized, public_api: Synthesized
+) -> None:
+    synth = {"prod": synthesized, "preview": synthesized_preview, "public-api": public_api}[which]
     for name in sorted(_azure_stacks(synth)):
         assert_checkov_clean(name, synth.stack(name), synth.outdir / "stacks" / name / "cdk.tf.json")
 
@@ -762,14 +764,6 @@ def test_public_access_cidrs_make_a_public_api_server_that_answers_only_them(pub
 def test_private_cluster_endpoint_is_the_private_fqdn(synthesized: Synthesized) -> None:
     for name in cluster_stack_names(_context(preview=False)):
         assert ".private_fqdn}" in synthesized.stack(name)["output"]["cluster_endpoint"]["value"]
-
-
-@pytest.mark.skipif(not CHECKOV.exists(), reason=f"checkov is not installed at {CHECKOV}")
-def test_checkov_passes_with_the_api_opened(public_api: Synthesized) -> None:
-    for name in public_api.stack_names():
-        assert_checkov_clean(
-            name, public_api.stack(name), public_api.outdir / "stacks" / name / "cdk.tf.json"
-        )
 
 
 def test_spec_reserves_exactly_the_pool_names_the_stacks_add(synthesized: Synthesized) -> None:
