@@ -18,6 +18,7 @@ from gpufleet.environments import fit_name
 from gpufleet.spec import AwsCluster
 from modules.aws.access_log_bucket import AccessLogBucket, AccessLogBucketProps
 from modules.aws.account import IAM_ROLE_NAME_MAX_LENGTH, AwsAccount
+from modules.aws.cluster_autoscaler_identity import ClusterAutoscalerIdentity, ClusterAutoscalerIdentityProps
 from modules.aws.eks_cluster import EksCluster, EksClusterProps
 from modules.aws.encryption_key import EncryptionKey, EncryptionKeyProps, alias_for
 from modules.aws.gpu_node_group import GpuNodeGroup, GpuNodeGroupProps
@@ -125,7 +126,8 @@ class SharedStack(TerraformStack):
 
 
 class ClusterStack(TerraformStack):
-    """One EKS cluster: network, control plane, system and GPU node groups, Triton's IRSA role."""
+    """One EKS cluster: network, control plane, system and GPU node groups, IRSA roles for Triton and
+    cluster-autoscaler."""
 
     def __init__(self, scope: Construct, name: str, ctx: StackContext, cluster: AwsCluster) -> None:
         super().__init__(scope, name)
@@ -244,6 +246,19 @@ class ClusterStack(TerraformStack):
                 tags=tags,
             ),
         )
+        autoscaler = ClusterAutoscalerIdentity(
+            self,
+            "cluster-autoscaler-identity",
+            ClusterAutoscalerIdentityProps(
+                role_name=role_name("cluster-autoscaler"),
+                cluster_name=eks_name,
+                region=cluster.region,
+                oidc_provider_arn=eks.oidc_provider_arn,
+                oidc_issuer_host=eks.oidc_issuer_host,
+                account=account,
+                tags=tags,
+            ),
+        )
         TerraformOutput(self, "cluster_name", value=eks.name)
         TerraformOutput(self, "cluster_endpoint", value=eks.endpoint)
         # The CA certificate is public (every API client gets it); the provider does not mark it sensitive.
@@ -253,6 +268,9 @@ class ClusterStack(TerraformStack):
         TerraformOutput(self, "triton_role_arn", value=triton.role_arn)
         TerraformOutput(self, "triton_namespace", value=triton.namespace)
         TerraformOutput(self, "triton_service_account", value=triton.service_account)
+        TerraformOutput(self, "cluster_autoscaler_role_arn", value=autoscaler.role_arn)
+        TerraformOutput(self, "cluster_autoscaler_namespace", value=autoscaler.namespace)
+        TerraformOutput(self, "cluster_autoscaler_service_account", value=autoscaler.service_account)
         # The first pool's group (most fleets have one pool); every GPU group in node_group_names.
         TerraformOutput(self, "node_group_name", value=gpu_groups[0].name)
         TerraformOutput(self, "node_group_names", value=[g.name for g in gpu_groups])

@@ -25,14 +25,12 @@ from constructs import Construct
 
 from modules.aws.account import AwsAccount
 from modules.aws.encryption_key import EncryptionKey, EncryptionKeyProps, alias_for
-from modules.aws.iam import service_role
+from modules.aws.iam import STS_AUDIENCE, service_role
 from modules.checkov import skip_check
 
 # Every control-plane log type: the audit log is the record of who did what to the cluster.
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 CONTROL_PLANE_LOG_RETENTION_DAYS = 365
-# The audience EKS-issued service account tokens carry for STS (IRSA).
-STS_AUDIENCE = "sts.amazonaws.com"
 # SHA-1 of the root CA that signs the EKS OIDC issuers' TLS certificates (Starfield Services Root CA - G2,
 # the widely published value for EKS IRSA). The `tls` provider that could read it at apply time is not part
 # of this toolkit; IAM now validates EKS issuers against its own trusted CA store and ignores this value for

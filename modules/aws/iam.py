@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
     DataAwsIamPolicyDocument,
     DataAwsIamPolicyDocumentStatement,
+    DataAwsIamPolicyDocumentStatementCondition,
     DataAwsIamPolicyDocumentStatementPrincipals,
 )
 from cdktf_cdktf_provider_aws.iam_role import IamRole
@@ -14,6 +15,9 @@ from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAtt
 from constructs import Construct
 
 from modules.aws.account import AwsAccount
+
+# The audience EKS service-account tokens carry when they are meant for STS (IRSA).
+STS_AUDIENCE = "sts.amazonaws.com"
 
 
 def service_role(
@@ -55,3 +59,44 @@ def service_role(
         for policy in managed_policies
     ]
     return role, attachments
+
+
+def service_account_role(
+    scope: Construct,
+    id_: str,
+    *,
+    name: str,
+    description: str,
+    oidc_provider_arn: str,
+    oidc_issuer_host: str,
+    namespace: str,
+    service_account: str,
+    tags: dict[str, str],
+) -> IamRole:
+    """A role that exactly one Kubernetes service account of one cluster assumes through IRSA."""
+    trust = DataAwsIamPolicyDocument(
+        scope,
+        f"{id_}-trust",
+        statement=[
+            DataAwsIamPolicyDocumentStatement(
+                actions=["sts:AssumeRoleWithWebIdentity"],
+                principals=[
+                    DataAwsIamPolicyDocumentStatementPrincipals(
+                        type="Federated", identifiers=[oidc_provider_arn]
+                    )
+                ],
+                # Exactly this service account of this cluster, with tokens minted for STS.
+                condition=[
+                    DataAwsIamPolicyDocumentStatementCondition(
+                        test="StringEquals",
+                        variable=f"{oidc_issuer_host}:sub",
+                        values=[f"system:serviceaccount:{namespace}:{service_account}"],
+                    ),
+                    DataAwsIamPolicyDocumentStatementCondition(
+                        test="StringEquals", variable=f"{oidc_issuer_host}:aud", values=[STS_AUDIENCE]
+                    ),
+                ],
+            )
+        ],
+    )
+    return IamRole(scope, id_, name=name, description=description, assume_role_policy=trust.json, tags=tags)

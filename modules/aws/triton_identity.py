@@ -8,14 +8,12 @@ from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
     DataAwsIamPolicyDocument,
     DataAwsIamPolicyDocumentStatement,
     DataAwsIamPolicyDocumentStatementCondition,
-    DataAwsIamPolicyDocumentStatementPrincipals,
 )
-from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from constructs import Construct
 
 from modules.aws.account import AwsAccount
-from modules.aws.eks_cluster import STS_AUDIENCE
+from modules.aws.iam import service_account_role
 
 # The serving layer (stacks/serving) creates this service account, annotated with the role ARN output.
 TRITON_NAMESPACE = "triton"
@@ -39,38 +37,18 @@ class TritonIdentity(Construct):
     def __init__(self, scope: Construct, id_: str, props: TritonIdentityProps) -> None:
         super().__init__(scope, id_)
         account = props.account
-        subject = f"system:serviceaccount:{TRITON_NAMESPACE}:{TRITON_SERVICE_ACCOUNT}"
-        trust = DataAwsIamPolicyDocument(
-            self,
-            "trust",
-            statement=[
-                DataAwsIamPolicyDocumentStatement(
-                    actions=["sts:AssumeRoleWithWebIdentity"],
-                    principals=[
-                        DataAwsIamPolicyDocumentStatementPrincipals(
-                            type="Federated", identifiers=[props.oidc_provider_arn]
-                        )
-                    ],
-                    # Exactly this service account of this cluster, with tokens minted for STS.
-                    condition=[
-                        DataAwsIamPolicyDocumentStatementCondition(
-                            test="StringEquals", variable=f"{props.oidc_issuer_host}:sub", values=[subject]
-                        ),
-                        DataAwsIamPolicyDocumentStatementCondition(
-                            test="StringEquals",
-                            variable=f"{props.oidc_issuer_host}:aud",
-                            values=[STS_AUDIENCE],
-                        ),
-                    ],
-                )
-            ],
-        )
-        self.role = IamRole(
+        self.role = service_account_role(
             self,
             "role",
             name=props.role_name,
-            description=f"Triton ({subject}) reads the model repository s3://{props.store_bucket}/{props.store_prefix}",
-            assume_role_policy=trust.json,
+            description=(
+                f"Triton (service account {TRITON_NAMESPACE}/{TRITON_SERVICE_ACCOUNT}) reads the model "
+                f"repository s3://{props.store_bucket}/{props.store_prefix}"
+            ),
+            oidc_provider_arn=props.oidc_provider_arn,
+            oidc_issuer_host=props.oidc_issuer_host,
+            namespace=TRITON_NAMESPACE,
+            service_account=TRITON_SERVICE_ACCOUNT,
             tags=props.tags,
         )
         bucket_arn = f"arn:{account.partition}:s3:::{props.store_bucket}"

@@ -405,6 +405,41 @@ def test_triton_role_reads_only_the_model_prefix_through_irsa(synthesized: Synth
                     assert aliases[0]["values"] == [f"alias/gpufleet/model-store/{bucket}"]
 
 
+def test_cluster_autoscaler_role_scales_only_this_clusters_node_groups(synthesized: Synthesized) -> None:
+    # GPU pools start at zero nodes; on EKS only cluster-autoscaler brings the first one.
+    for _, stack in cluster_stacks(synthesized, prod_ctx()):
+        eks_name = only(stack, "aws_eks_cluster")["name"]
+        (role,) = [r for r in resources(stack, "aws_iam_role") if r["name"].endswith("-cluster-autoscaler")]
+        (trust,) = referenced_document(stack, role["assume_role_policy"])["statement"]
+        conditions = {c["variable"].rsplit(":", 1)[-1]: c["values"] for c in trust["condition"]}
+        assert conditions == {
+            "sub": ["system:serviceaccount:kube-system:cluster-autoscaler"],
+            "aud": ["sts.amazonaws.com"],
+        }
+        (inline,) = [
+            p for p in resources(stack, "aws_iam_role_policy") if p.get("name") == "scale-node-groups"
+        ]
+        statements = {s["sid"]: s for s in referenced_document(stack, inline["policy"])["statement"]}
+        scale = statements["ScaleThisClustersNodeGroups"]
+        assert set(scale["actions"]) == {
+            "autoscaling:SetDesiredCapacity",
+            "autoscaling:TerminateInstanceInAutoScalingGroup",
+        }
+        # EKS tags each managed node group's Auto Scaling group with these; other groups are out of reach.
+        assert {(c["variable"], tuple(c["values"])) for c in scale["condition"]} == {
+            (f"aws:ResourceTag/k8s.io/cluster-autoscaler/{eks_name}", ("owned",)),
+            ("aws:ResourceTag/k8s.io/cluster-autoscaler/enabled", ("true",)),
+        }
+        (nodegroups,) = statements["ReadNodeGroupLabelsAndTaints"]["resources"]
+        assert nodegroups.endswith(f":nodegroup/{eks_name}/*/*")
+        assert all(
+            a.split(":")[1].startswith("Describe") or a.startswith("ec2:Get")
+            for a in statements["DiscoverNodeGroups"]["actions"]
+        )
+        assert stack["output"]["cluster_autoscaler_role_arn"]["value"].endswith(".arn}")
+        assert stack["output"]["cluster_autoscaler_service_account"]["value"] == "cluster-autoscaler"
+
+
 def test_model_store_key_alias_matches_what_cluster_stacks_trust(synthesized: Synthesized) -> None:
     ctx = prod_ctx()
     shared = synthesized.stack(ctx.stack_name("shared", "aws"))
