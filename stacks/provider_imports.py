@@ -50,6 +50,8 @@ class _OnDemandSubmodulesLoader(importlib.abc.Loader):
         submodules = frozenset(_SUBMODULE_IMPORT.findall(source))
         code = compile(_SUBMODULE_IMPORT.sub("", source), self.path, "exec", dont_inherit=True)
         exec(code, module.__dict__)
+        if not submodules:  # a package generated with its own lazy loading: nothing was stripped
+            return
         package = module.__name__
 
         def __getattr__(name: str) -> ModuleType:
@@ -95,5 +97,9 @@ def import_providers_on_demand() -> None:
     """
     if os.environ.get(EAGER_SWITCH) == "eager":
         return
+    from jsii import _reference_map
+
+    if not hasattr(_reference_map, "_submodule_fqn_map"):
+        return  # a jsii runtime without lazy-module support: keep the packages' eager import
     if not any(isinstance(finder, _ProviderPackageFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _ProviderPackageFinder())
