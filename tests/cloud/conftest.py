@@ -46,12 +46,14 @@ def _synth(outdir: Path, **kw: Any) -> Synthesized:
     return Synthesized(outdir, manifest)
 
 
-def synth_one_cloud(workdir: Path, fleet_text: str, cloud: str) -> Synthesized:
+def synth_one_cloud(
+    workdir: Path, fleet_text: str, cloud: str, extra_env: dict[str, str] | None = None
+) -> Synthesized:
     """`python -m stacks --cloud CLOUD` on a fleet.yaml written from fleet_text, as the cdktf CLI runs it."""
     fleet = workdir / "fleet.yaml"
     fleet.write_text(fleet_text)
     outdir = workdir / "out"
-    env = {**os.environ, **QUIET_JSII}
+    env = {**os.environ, **QUIET_JSII, **(extra_env or {})}
     cmd = [sys.executable, "-m", "stacks", "--cloud", cloud, "--file", str(fleet), "--out", str(outdir)]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from typing import Any
 import yaml
 
 from stacks.provider_imports import EAGER_SWITCH
-from tests.cloud.conftest import Synthesized
+from tests.cloud.conftest import Synthesized, synth_one_cloud
 from tests.conftest import REPO
 
 PROVIDERS = {
@@ -137,20 +136,9 @@ def test_on_demand_imports_synthesize_the_same_json_as_eager_imports(
     tmp_path: Path, synthesized: Synthesized
 ) -> None:
     # Escape hatch and proof in one: the packages' own eager import gives byte-identical stacks.
-    fleet = REPO / "fleet.yaml"
-    out = tmp_path / "eager"
-    env = {**os.environ, EAGER_SWITCH: "eager"}
-    result = subprocess.run(
-        [sys.executable, "-m", "stacks", "--cloud", "aws", "--file", str(fleet), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    aws_stacks = [n for n in synthesized.stack_names() if n.endswith("-aws") or n.startswith("prod-aws")]
-    assert aws_stacks
-    for name in aws_stacks:
-        eager = (out / "stacks" / name / "cdk.tf.json").read_text()
-        assert eager == (synthesized.outdir / "stacks" / name / "cdk.tf.json").read_text(), name
+    fleet_text = (REPO / "fleet.yaml").read_text()
+    eager = synth_one_cloud(tmp_path, fleet_text, "aws", extra_env={EAGER_SWITCH: "eager"})
+    assert eager.stack_names()
+    for name in eager.stack_names():
+        on_demand = (synthesized.outdir / "stacks" / name / "cdk.tf.json").read_bytes()
+        assert (eager.outdir / "stacks" / name / "cdk.tf.json").read_bytes() == on_demand, name
