@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from gpufleet.modelrepo import triton_config
+from gpufleet.modelrepo import load_config_json
 from gpufleet.spec import ModelSpec
 
 
@@ -45,7 +44,7 @@ def load_versions(url: str, model: ModelSpec, versions: list[int]) -> None:
 
     Raises RuntimeError with Triton's own reason when a version does not come up.
     """
-    config = json.dumps(triton_config(model, versions))
+    config = load_config_json(model, versions)
     with client(url) as c:
         try:
             c.load_model(model.name, config=config)
