@@ -32,6 +32,20 @@ def environment_problem(name: str) -> str | None:
     )
 
 
+def base_environment_problem(name: str) -> str | None:
+    """A normal (non-preview) environment: `pv-` names belong to the preview commands only, which
+    size, tag and destroy them as previews; a plain synth of one would build a full environment."""
+    problem = environment_problem(name)
+    if problem:
+        return problem
+    if name.startswith(PREVIEW_PREFIX):
+        return (
+            f"environment {name!r} starts with {PREVIEW_PREFIX!r}, which is reserved for previews; "
+            "use `gpufleet preview up --branch B` for a preview, or another name (e.g. staging)"
+        )
+    return None
+
+
 def preview_environment_problem(name: str) -> str | None:
     """Preview environments are named `pv-...`; anything else (prod!) must never be taken for one."""
     problem = environment_problem(name)

@@ -18,9 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpufleet.errors import FleetRuntimeError
+from gpufleet.errors import FleetRuntimeError, UserError
 
 CLOUD_ORDER = ("aws", "gcp", "azure")
+MANIFEST = "manifest.json"
+# What a synth writes at the top of its output folder (cdktf's own CLI writes the same two).
+SYNTH_TOP_LEVEL = {MANIFEST, "stacks"}
+STACK_FILE = "cdk.tf.json"  # what synth writes in each stack's folder
 # jsii prints a banner for Node releases it has not tested; the output is fine, the banner is noise.
 QUIET_JSII = {
     "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION": "1",
@@ -77,27 +81,85 @@ def merge_outputs(parts: list[Path], outdir: Path) -> dict[str, object]:
             if name in stacks:
                 raise FleetRuntimeError(f"two clouds produced a stack named {name}")
             stacks[name] = entry
-            target = outdir / "stacks" / name
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(part / "stacks" / name, target)
+            shutil.copytree(part / "stacks" / name, outdir / "stacks" / name)
     manifest["stacks"] = dict(sorted(stacks.items()))
     (outdir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
+def is_synth_output(folder: Path) -> bool:
+    """True for a folder an earlier synth wrote: a cdktf manifest, a stacks/ folder, nothing else on top."""
+    try:
+        entries = {p.name for p in folder.iterdir()}
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("stacks"), dict)
+        and entries <= SYNTH_TOP_LEVEL
+        and (folder / "stacks").is_dir()
+    )
+
+
+def output_problem(outdir: Path) -> str | None:
+    """Why synth must not write into `outdir`, or None. It replaces the folder's stacks, so it only
+    takes a new or empty folder or one that an earlier synth wrote (never, say, the repo itself)."""
+    if not outdir.exists():
+        return None
+    if not outdir.is_dir():
+        return f"{outdir} is a file; pass a folder (default cdktf.out)"
+    if not any(outdir.iterdir()) or is_synth_output(outdir):
+        return None
+    return (
+        f"{outdir} is neither empty nor an earlier synth output (no {MANIFEST} and stacks/ only); "
+        "pass a new or empty folder (default cdktf.out)"
+    )
+
+
+def _carry_working_files(previous: Path, staged: Path) -> None:
+    """Keep what Terraform wrote beside an earlier synth's stacks (.terraform/, lock files, local state):
+    synth regenerates only its own files, and losing a bootstrap state would orphan real resources."""
+    old_stacks = previous / "stacks"
+    if not old_stacks.is_dir():
+        return
+    for stack in old_stacks.iterdir():
+        if not stack.is_dir():
+            continue
+        target = staged / "stacks" / stack.name
+        generated = {STACK_FILE, *(p.name for p in target.iterdir())} if target.is_dir() else {STACK_FILE}
+        for entry in stack.iterdir():
+            if entry.name not in generated:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(entry), str(target / entry.name))
+
+
 def synth_fleet(clouds: Sequence[str], options: SynthOptions, outdir: Path) -> dict[str, object]:
-    """Synthesize every cloud of the fleet into `outdir` (replacing stacks of earlier synths)."""
+    """Synthesize every cloud of the fleet and swap the result in as `outdir`.
+
+    Everything is written to a staging folder beside `outdir` first: a failed synth leaves the last
+    good output as it was, and the swap itself is two renames on one filesystem."""
+    problem = output_problem(outdir)
+    if problem:
+        raise UserError(f"--out: {problem}")
     ordered = [c for c in CLOUD_ORDER if c in clouds]
-    if outdir.exists():
-        shutil.rmtree(outdir / "stacks", ignore_errors=True)
-    outdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="gpufleet-synth-") as tmp:
-        parts = [Path(tmp) / cloud for cloud in ordered]
+    outdir = outdir.absolute()
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.synth-", dir=outdir.parent))
+    try:
+        parts = [staging / "parts" / cloud for cloud in ordered]
         with ThreadPoolExecutor(max_workers=max(1, len(ordered))) as pool:
             list(
                 pool.map(
                     lambda cp: synth_cloud_subprocess(cp[0], options, cp[1]), zip(ordered, parts, strict=True)
                 )
             )
-        return merge_outputs(parts, outdir)
+        staged = staging / "out"
+        manifest = merge_outputs(parts, staged)
+        if outdir.exists():
+            _carry_working_files(outdir, staged)
+            outdir.rename(staging / "previous")
+        staged.rename(outdir)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -31,15 +31,13 @@ models:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path = REPO
 ) -> subprocess.CompletedProcess[str]:
+    # A developer's own exported GPUFLEET_HOME / GPUFLEET_FILE must not leak into the tests.
+    environ = {k: v for k, v in os.environ.items() if k not in ("GPUFLEET_HOME", "GPUFLEET_FILE")}
+    environ |= {"COLUMNS": "200", **(env or {})}
     return subprocess.run(
-        [*GPUFLEET, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-        cwd=REPO,
+        [*GPUFLEET, *args], capture_output=True, text=True, timeout=timeout, env=environ, cwd=cwd
     )
 
 

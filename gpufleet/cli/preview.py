@@ -1,0 +1,164 @@
+"""`gpufleet preview`: per-branch preview environments on the fleet's clouds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from gpufleet.cli.app import DEFAULT_FILE, FileOption, app, console
+from gpufleet.spec import Fleet, load_fleet
+
+if TYPE_CHECKING:
+    from pipelines.previews.inventory import PreviewSummary
+    from pipelines.previews.pricing import CostEstimate
+
+preview_app = typer.Typer(help="Per-branch preview environments on the fleet's clouds.", no_args_is_help=True)
+app.add_typer(preview_app, name="preview")
+
+BranchOption = Annotated[str, typer.Option("--branch", "-b", help="Git branch the preview is for.")]
+BaseEnvOption = Annotated[
+    str,
+    typer.Option("--env", envvar="GPUFLEET_ENV", help="Environment whose state bucket and store it reuses."),
+]
+PreviewOutOption = Annotated[
+    Path, typer.Option("--out", help="Where previews' synthesized stacks go (one folder per preview).")
+]
+DEFAULT_PREVIEW_OUT = Path("cdktf.out.previews")
+
+
+def _git_owner() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _print_estimate(estimate: CostEstimate, cap: float) -> None:
+    table = Table(title="estimated preview cost (upper bound: every GPU pool at 1 node, all day)")
+    for col in ("cluster", "cloud", "item", "detail", "$/h"):
+        table.add_column(col, justify="right" if col == "$/h" else "left")
+    for cluster in estimate.clusters:
+        for item in cluster.items:
+            table.add_row(cluster.cluster, cluster.cloud, item.name, item.detail, f"{item.usd_per_hour:.4f}")
+    console.print(table)
+    verdict = "[green]within[/green]" if estimate.usd_per_day <= cap else "[red]above[/red]"
+    console.print(
+        f"total ${estimate.usd_per_hour:.2f}/h = ${estimate.usd_per_day:.2f}/day, {verdict} "
+        f"previews.cost_cap_usd_per_day ${cap:g}"
+    )
+
+
+@preview_app.command("up")
+def preview_up_command(
+    branch: BranchOption,
+    file: FileOption = DEFAULT_FILE,
+    env: BaseEnvOption = "prod",
+    owner: Annotated[str | None, typer.Option(help="Owner tag (default: git user.email).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without Terraform's prompts.")] = False,
+    out: PreviewOutOption = DEFAULT_PREVIEW_OUT,
+) -> None:
+    """Estimate the cost, refuse it above the cap, then `cdktf deploy` the branch's preview."""
+    from gpufleet.environments import preview_environment
+    from pipelines.previews.lifecycle import preview_up
+    from pipelines.previews.pricing import estimate_preview
+
+    fleet = load_fleet(file)
+    environment = preview_environment(branch)
+    console.print(f"preview environment for branch {branch!r}: [bold]{environment}[/bold]")
+    _print_estimate(estimate_preview(fleet), fleet.previews.cost_cap_usd_per_day)
+    result = preview_up(
+        file,
+        fleet,
+        branch,
+        owner or _git_owner(),
+        out / environment,
+        yes=yes,
+        base_environment=env,
+    )
+    console.print(f"[green]preview {result.environment} deployed[/green]: {', '.join(result.stacks)}")
+
+
+@preview_app.command("down")
+def preview_down_command(
+    branch: BranchOption,
+    file: FileOption = DEFAULT_FILE,
+    env: BaseEnvOption = "prod",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Destroy without Terraform's prompts.")] = False,
+    out: PreviewOutOption = DEFAULT_PREVIEW_OUT,
+) -> None:
+    """`cdktf destroy` the branch's preview."""
+    from gpufleet.environments import preview_environment
+    from pipelines.previews.lifecycle import preview_down
+
+    fleet = load_fleet(file)
+    environment = preview_environment(branch)
+    result = preview_down(
+        file,
+        fleet,
+        branch,
+        _git_owner(),
+        out / environment,
+        yes=yes,
+        base_environment=env,
+    )
+    console.print(f"preview {result.environment} destroyed: {', '.join(result.stacks)}")
+
+
+def _previews(fleet: Fleet) -> list[PreviewSummary]:
+    from pipelines.previews.inventory import group_previews, list_previews
+
+    inventory = list_previews(fleet)
+    for note in inventory.notes:
+        console.print(note, soft_wrap=True, markup=False)
+    return group_previews(inventory.records, fleet=fleet)
+
+
+@preview_app.command("list")
+def preview_list_command(file: FileOption = DEFAULT_FILE) -> None:
+    """Every preview found by its tags: age, TTL left, estimated cost so far."""
+    fleet = load_fleet(file)
+    summaries = _previews(fleet)
+    table = Table(title=f"previews ({len(summaries)})")
+    for col in ("environment", "fleet", "branch", "owner", "clouds", "age h", "ttl left h", "cost so far $"):
+        table.add_column(col)
+    for p in summaries:
+        cost = "?" if p.cost_so_far_usd is None else f"{p.cost_so_far_usd:.2f}"
+        ttl = (
+            f"{p.ttl_left_hours:.1f}"
+            if p.ttl_left_hours >= 0
+            else f"[red]expired {-p.ttl_left_hours:.1f}h ago[/red]"
+        )
+        table.add_row(
+            p.environment, p.fleet, p.branch, p.owner, ",".join(p.clouds), f"{p.age_hours:.1f}", ttl, cost
+        )
+    console.print(table)
+
+
+@preview_app.command("sweep")
+def preview_sweep_command(
+    file: FileOption = DEFAULT_FILE,
+    env: BaseEnvOption = "prod",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be destroyed.")] = False,
+    out: PreviewOutOption = DEFAULT_PREVIEW_OUT,
+) -> None:
+    """Destroy every expired preview of this fleet (found by tags)."""
+    import time
+
+    from pipelines.previews.lifecycle import preview_destroyer, sweep
+
+    fleet = load_fleet(file)
+    mine = [p for p in _previews(fleet) if p.fleet == fleet.name]
+    destroyer = preview_destroyer(file, fleet, out, base_environment=env)
+    expired = sweep(mine, time.time(), destroyer, dry_run=dry_run)
+    verb = "would destroy" if dry_run else "destroyed"
+    console.print(
+        f"{verb} {len(expired)} expired previews"
+        + (": " if expired else "")
+        + ", ".join(p.environment for p in expired)
+    )
