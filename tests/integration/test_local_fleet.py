@@ -96,6 +96,7 @@ def test_load_command_prints_latency_per_cluster(local_fleet: RunningFleet) -> N
     report = (
         REPO / next(line for line in shown.stdout.splitlines() if line.startswith("report: "))[8:].strip()
     )
+    assert report.parent == local_fleet.home / "reports"  # under the home, not wherever the user stands
     page = report.read_text()
     assert "local-a" in page and "local-b" in page and page.count("<svg") == 2
     report.unlink()

@@ -96,10 +96,11 @@ def test_preview_up_above_cost_cap_is_refused_before_anything_runs(tmp_path: Pat
     doc["previews"]["cost_cap_usd_per_day"] = 5
     f = tmp_path / "fleet.yaml"
     f.write_text(yaml.safe_dump(doc))
-    result = run_cli("preview", "up", "--branch", "feature/x", "-f", str(f))
+    out = tmp_path / "previews"
+    result = run_cli("preview", "up", "--branch", "feature/x", "-f", str(f), "--out", str(out))
     assert_clean_error(result, "previews.cost_cap_usd_per_day")
     assert "estimated preview cost" in result.stdout  # the estimate is shown before the refusal
-    assert not (REPO / "cdktf.out.previews").exists() or not any((REPO / "cdktf.out.previews").iterdir())
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
 
 
 def test_preview_up_without_credentials_names_what_is_missing(tmp_path: Path) -> None:
