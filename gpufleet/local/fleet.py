@@ -3,23 +3,41 @@
 `up` converges: processes already running with the same command and config are kept, dead or
 changed ones are (re)started, ones no longer in the fleet are stopped. Ports are recorded in
 `<home>/state.json` and reused, so URLs stay the same across `up` calls.
+
+Failure safety: a failed `up` stops the processes it started fresh and keeps the rest; `up` and
+`down` take `<home>/fleet.lock` so two of them never work on one home at the same time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import requests
+from filelock import FileLock, Timeout
 
 from gpufleet.errors import FleetRuntimeError, UserError
-from gpufleet.local.haproxy import ProxyPorts, haproxy_spec, render_haproxy_config
+from gpufleet.local.haproxy import (
+    ProxyPorts,
+    admin_socket_path,
+    haproxy_spec,
+    make_socket_dir,
+    render_haproxy_config,
+)
 from gpufleet.local.ports import LOOPBACK, PortBook
-from gpufleet.local.processes import ProcessSpec, ProcessTable, TrackedProcess, process_alive
+from gpufleet.local.processes import (
+    ProcessSpec,
+    ProcessTable,
+    TrackedProcess,
+    preflight,
+    process_alive,
+)
 from gpufleet.local.prometheus import ScrapeTarget, prometheus_spec, render_prometheus_config
 from gpufleet.local.store_server import LOCAL_S3_CREDENTIALS, moto_server_spec
 from gpufleet.local.triton import TritonPorts, prepare_backends, triton_spec
@@ -139,8 +157,8 @@ class LocalFleet:
             pp = ProxyPorts(
                 ports.get(f"proxy-{cluster.name}.serve"), ports.get(f"proxy-{cluster.name}.metrics")
             )
-            socket = self.home / "run" / f"proxy-{cluster.name}.sock"
-            socket.parent.mkdir(parents=True, exist_ok=True)
+            socket = admin_socket_path(self.home, cluster.name)
+            make_socket_dir(socket)
             cfg_text = render_haproxy_config(cluster.name, pp, backend_ports, socket)
             cfg_path = config_dir / f"haproxy-{cluster.name}.cfg"
             cfg_path.write_text(cfg_text)
@@ -175,13 +193,16 @@ class LocalFleet:
 
     # -- up ----------------------------------------------------------------------------------
     def up(self, fleet: Fleet, fleet_file: Path, timeout_s: float = 180.0) -> FleetEndpoints:
-        state = self.table.read_state()
-        recorded = state.get("ports")
-        ports = PortBook(recorded if isinstance(recorded, dict) else None)
-        endpoints, stages = self._plan(fleet, fleet_file, ports)
-        state["ports"] = ports.ports
-        state["endpoints"] = asdict(endpoints)
-        self.table.write_state(state)
+        with self._exclusive("up"):
+            return self._up(fleet, fleet_file, timeout_s)
+
+    def _up(self, fleet: Fleet, fleet_file: Path, timeout_s: float) -> FleetEndpoints:
+        with self.table.update_state() as state:
+            recorded = state.get("ports")
+            ports = PortBook(recorded if isinstance(recorded, dict) else None)
+            endpoints, stages = self._plan(fleet, fleet_file, ports)
+            state["ports"] = ports.ports
+            state["endpoints"] = asdict(endpoints)
 
         wanted = {spec.name for stage in stages for spec in stage}
         leftovers = [name for name in self.table.tracked() if name not in wanted]
@@ -189,6 +210,7 @@ class LocalFleet:
             self.report(f"stopping processes no longer in the fleet: {', '.join(leftovers)}")
             self.table.stop(leftovers)
 
+        known_before = set(self.table.tracked())
         started: list[str] = []
         try:
             for i, stage in enumerate(stages):
@@ -198,31 +220,55 @@ class LocalFleet:
                 if i == 1:
                     self._load_models(fleet, endpoints)
         except BaseException:
-            # Leave nothing half-started by this call; processes that were already up stay up.
-            self.table.stop(started)
+            # Leave nothing half-created by this call: stop what it started fresh. A process it
+            # restarted (changed or crashed) and saw ready stays up: its old self is gone already,
+            # and stopping the new one would only take more of the fleet down.
+            self.table.stop([name for name in started if name not in known_before])
+            if not any(process_alive(p) for p in self.table.tracked().values()):
+                with self.table.update_state() as state:
+                    state.pop("endpoints", None)  # nothing answers: no fleet is running
             raise
         return endpoints
 
     def _converge(self, stage: list[ProcessSpec], timeout_s: float) -> list[str]:
+        """Start the processes of `stage` that are not running as specified; wait until all are
+        ready. Returns the names started. On failure nothing this call started keeps running."""
         tracked = self.table.tracked()
-        to_start = []
-        for spec in stage:
-            current = tracked.get(spec.name)
-            if current and process_alive(current) and current.fingerprint == spec.fingerprint:
-                continue
-            if current:
-                self.report(f"restarting {spec.name}")
-                self.table.stop([spec.name])
-            to_start.append(spec)
-        started = []
+        to_start = [spec for spec in stage if not _runs_as_specified(tracked.get(spec.name), spec)]
+        # Everything knowable before touching a running process: its replacement's program exists
+        # and its config passes the program's own check. A replacement that fails here leaves the
+        # old process serving.
         for spec in to_start:
-            self.report(f"starting {spec.name}")
-            started.append(self.table.start(spec))
+            try:
+                preflight(spec)
+            except FleetRuntimeError as exc:
+                current = tracked.get(spec.name)
+                kept = f"; the running {spec.name} is kept" if current and process_alive(current) else ""
+                raise FleetRuntimeError(f"{exc}{kept}") from exc
+        # A replacement cannot start before the old process stops: both bind the same recorded
+        # ports (stable URLs are the point of recording them). So the old one stops first, and if
+        # the new one then fails, the old record is put back: dead, so `status` shows the process
+        # down with its log and the next `up` restarts it, instead of the process vanishing.
+        replaced = {spec.name: tracked[spec.name] for spec in to_start if spec.name in tracked}
+        stopped_for_restart = [name for name, old in replaced.items() if process_alive(old)]
+        for name in stopped_for_restart:
+            self.report(f"restarting {name}")
+        self.table.stop(stopped_for_restart)
+        started: list[TrackedProcess] = []
         try:
+            for spec in to_start:
+                self.report(f"starting {spec.name}")
+                started.append(self.table.start(spec))
             self._wait_ready(started, to_start, timeout_s)
-        except BaseException:
-            # Stop what this stage started: a failed `up` leaves no half-started process behind.
+        except BaseException as exc:
             self.table.stop([p.name for p in started])
+            for old in replaced.values():
+                self.table.record(old)
+            if stopped_for_restart and isinstance(exc, FleetRuntimeError):
+                raise FleetRuntimeError(
+                    f"{exc}; stopped for the restart, down until `gpufleet up` succeeds: "
+                    + ", ".join(stopped_for_restart)
+                ) from exc
             raise
         return [p.name for p in started]
 
@@ -288,11 +334,30 @@ class LocalFleet:
 
     # -- down --------------------------------------------------------------------------------
     def down(self) -> list[str]:
-        stopped = self.table.stop_all()
-        state = self.table.read_state()
-        state.pop("endpoints", None)
-        self.table.write_state(state)
-        return stopped
+        with self._exclusive("down"):
+            stopped = self.table.stop_all()
+            with self.table.update_state() as state:
+                state.pop("endpoints", None)
+            return stopped
+
+    @contextlib.contextmanager
+    def _exclusive(self, command: str) -> Iterator[None]:
+        """Hold the home's operation lock for one `up` or `down`, or fail at once (like Terraform's
+        state lock): two of them on one home would start the same processes on the same ports.
+        The lock is an fcntl lock, so a crashed holder never leaves it stale."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.home / "fleet.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise FleetRuntimeError(
+                f"another `gpufleet up` or `gpufleet down` is running on {self.home}; "
+                f"wait for it to finish, then run `gpufleet {command}` again"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def status(self) -> list[ProcessStatus]:
         """One row per tracked process: alive, answering its health check, models it serves."""
@@ -342,8 +407,11 @@ class ProcessStatus:
 
 def _with_fingerprint(spec: ProcessSpec, config_text: str = "") -> ProcessSpec:
     # Only what we control: the inherited environment (PATH, ...) must not force restarts.
-    fp = _fingerprint(*spec.argv, config_text)
-    return ProcessSpec(spec.name, spec.argv, spec.health_url, spec.role, spec.cluster, spec.env, fp)
+    return dataclasses.replace(spec, fingerprint=_fingerprint(*spec.argv, config_text))
+
+
+def _runs_as_specified(current: TrackedProcess | None, spec: ProcessSpec) -> bool:
+    return current is not None and process_alive(current) and current.fingerprint == spec.fingerprint
 
 
 def _healthy(url: str) -> bool:

@@ -7,11 +7,15 @@ canary router needs.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpufleet.errors import UserError
+from gpufleet.errors import FleetRuntimeError, UserError
 from gpufleet.local.ports import LOOPBACK
 from gpufleet.local.processes import ProcessSpec
 
@@ -29,6 +33,57 @@ def haproxy_binary() -> str:
             "haproxy not found; install it with `sudo apt-get install -y haproxy` (or run make setup)"
         )
     return exe
+
+
+# Linux's sockaddr_un.sun_path holds 108 bytes, one of them the terminating NUL. HAProxy binds
+# `<path>.<pid>.tmp` first and renames it into place (src/sock_unix.c), so that name must fit too;
+# a Linux pid has at most 7 digits (pid_max <= 2**22). A longer path: HAProxy refuses to start.
+UNIX_SOCKET_PATH_MAX = 107
+HAPROXY_SOCKET_PATH_MAX = UNIX_SOCKET_PATH_MAX - len(".4194304.tmp")
+
+
+def admin_socket_path(home: Path, cluster: str) -> Path:
+    """Where a cluster's HAProxy admin socket lives: a path that always fits HAPROXY_SOCKET_PATH_MAX.
+
+    The readable `<home>/run/proxy-<cluster>.sock` when it fits; else a hashed name in the same
+    directory (a 63-character cluster name is valid); if the home itself is too deep for that, a
+    per-user directory under the system temp dir keyed by a hash of the home. Deterministic for a
+    given home and cluster; the fleet records the path in its endpoints.
+    """
+    cluster_key = _short_hash(cluster)
+    home_key = _short_hash(str(home))
+    candidates = [
+        home / "run" / f"proxy-{cluster}.sock",
+        home / "run" / f"proxy-{cluster_key}.sock",
+        *(
+            Path(tmp) / f"gpufleet-{os.getuid()}-{home_key}" / f"proxy-{cluster_key}.sock"
+            # TMPDIR may itself be deep; /tmp is always short.
+            for tmp in (tempfile.gettempdir(), "/tmp")
+        ),
+    ]
+    return next(p for p in candidates if len(os.fsencode(p)) <= HAPROXY_SOCKET_PATH_MAX)
+
+
+def make_socket_dir(socket_path: Path) -> None:
+    """Create the socket's directory, private to this user.
+
+    Under a shared temp dir another user could have made the directory first: refuse to put an
+    admin socket (full control of the proxy) in a directory we do not own.
+    """
+    directory = socket_path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise FleetRuntimeError(
+            f"{directory} (for the HAProxy admin socket) is not a directory owned by this user; "
+            "remove it and run `gpufleet up` again"
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        directory.chmod(0o700)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def render_haproxy_config(
@@ -71,10 +126,12 @@ backend {cluster}-replicas
 
 
 def haproxy_spec(cluster: str, config_path: Path, ports: ProxyPorts) -> ProcessSpec:
+    exe = haproxy_binary()
     return ProcessSpec(
         name=f"proxy-{cluster}",
-        argv=[haproxy_binary(), "-db", "-f", str(config_path)],
+        argv=[exe, "-db", "-f", str(config_path)],
         health_url=f"http://{LOOPBACK}:{ports.metrics}/healthz",
         role="proxy",
         cluster=cluster,
+        check_argv=[exe, "-c", "-f", str(config_path)],
     )

@@ -56,6 +56,7 @@ def render_prometheus_config(targets: list[ScrapeTarget], scrape_interval_s: int
 
 
 def prometheus_spec(config_path: Path, data_dir: Path, port: int) -> ProcessSpec:
+    promtool = shutil.which("promtool")
     return ProcessSpec(
         name="prometheus",
         argv=[
@@ -68,4 +69,6 @@ def prometheus_spec(config_path: Path, data_dir: Path, port: int) -> ProcessSpec
         ],
         health_url=f"http://{LOOPBACK}:{port}/-/ready",
         role="prometheus",
+        # promtool ships with Prometheus; without it the config is checked by starting Prometheus.
+        check_argv=[promtool, "check", "config", str(config_path)] if promtool else [],
     )

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpufleet.local.haproxy import ProxyPorts, render_haproxy_config
-from gpufleet.local.prometheus import ScrapeTarget, render_prometheus_config
+from gpufleet.errors import FleetRuntimeError
+from gpufleet.local.haproxy import ProxyPorts, haproxy_spec, render_haproxy_config
+from gpufleet.local.processes import preflight
+from gpufleet.local.prometheus import ScrapeTarget, prometheus_spec, render_prometheus_config
 
 
 @pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed (make setup installs it)")
@@ -41,3 +43,30 @@ def test_prometheus_config_is_valid_and_labels_targets(tmp_path: Path) -> None:
     assert jobs["triton"]["static_configs"] == [
         {"targets": ["127.0.0.1:19000"], "labels": {"cluster": "local-a", "replica": "local-a-0"}}
     ]
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed (make setup installs it)")
+def test_haproxy_config_check_names_the_broken_line(tmp_path: Path) -> None:
+    # What `up` runs before it replaces a running proxy: a rejected config keeps the old one serving.
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        render_haproxy_config("local-a", ProxyPorts(18080, 18081), {"local-a-0": 18000}, tmp_path / "a.sock")
+        + "    bogus-directive on\n"
+    )
+    spec = haproxy_spec("local-a", cfg, ProxyPorts(18080, 18081))
+    with pytest.raises(
+        FleetRuntimeError,
+        match=r"^proxy-local-a: its config is rejected by .*unknown keyword 'bogus-directive'",
+    ):
+        preflight(spec)
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed (comes with prometheus)")
+def test_prometheus_config_check_names_the_problem(tmp_path: Path) -> None:
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(render_prometheus_config([], scrape_interval_s=2).replace("2s", "soon", 1))
+    spec = prometheus_spec(cfg, tmp_path / "data", 19090)
+    with pytest.raises(
+        FleetRuntimeError, match=r'^prometheus: its config is rejected .*not a valid duration string: "soon"'
+    ):
+        preflight(spec)
