@@ -303,7 +303,7 @@ class LocalFleet:
                 model.name,
                 version,
                 cpu_package(model),
-                render_config_pbtxt(model),
+                render_config_pbtxt(model, [version]),
                 {"source": model.source, "engine": {"format": "onnx", "runtime": "onnxruntime-cpu"}},
             )
 
