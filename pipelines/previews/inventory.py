@@ -1,23 +1,22 @@
-"""Find preview environments by their tags: EKS clusters (boto3) and GKE clusters (google-cloud-container).
+"""Find preview environments by their tags, through each cloud's lister (gpufleet/clouds/<cloud>.py).
 
 Each cluster a preview created carries the preview tags of stacks.context (gpufleet-preview=true,
-gpufleet-environment, gpufleet-expires-at, ...); the cluster is what costs money, so it is what the
-inventory looks for. Azure is not listed: no Azure SDK is a dependency of gpufleet.
+gpufleet-environment, gpufleet-expires-at, gpufleet-base-environment, ...); the cluster is what costs
+money, so it is what the inventory looks for. What a cloud's lister could not look at comes back as a
+note, never as "nothing there".
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
-from gpufleet.errors import FleetRuntimeError, UserError
-from gpufleet.naming import CLUSTER_NAME_MAX_LENGTH
-from gpufleet.spec import AwsCluster, Fleet, GcpCluster
-from pipelines.previews.pricing import CloudCluster, ClusterCost, cluster_cost, preview_sizing_context
+from gpufleet.clouds import CLOUDS, ClientFactory, TaggedCluster
+from gpufleet.spec import Fleet
+from pipelines.previews.pricing import ClusterCost, CostEstimate
 from stacks.context import (
+    TAG_BASE_ENVIRONMENT,
     TAG_BRANCH,
     TAG_ENVIRONMENT,
     TAG_EXPIRES_AT,
@@ -28,75 +27,11 @@ from stacks.context import (
     StackContext,
 )
 
-if TYPE_CHECKING:
-    from google.cloud.container_v1.types import ListClustersResponse
-
-AWS_NO_CREDENTIALS = (
-    "aws: no credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-    "or run `aws sso login`)"
-)
-GCP_NO_CREDENTIALS = (
-    "gcp: no application default credentials (run `gcloud auth application-default login` "
-    "or set GOOGLE_APPLICATION_CREDENTIALS)"
-)
-GCP_NO_LIBRARY = (
-    "gcp: google-cloud-container is not installed; install the cloud layer with "
-    "`make setup-all` or pip install -e '.[cloud]'"
-)
-AZURE_NOT_LISTED = (
-    "azure: not listed (no Azure SDK installed; tags are set, sweep with "
-    "`az resource list --tag gpufleet-preview=true`)"
-)
-AZURE_NOT_LISTED_WITH_SDK = (
-    "azure: not listed (gpufleet has no Azure lister yet; tags are set, sweep with "
-    "`az resource list --tag gpufleet-preview=true`)"
-)
 SECONDS_PER_HOUR = 3600
 
-
-# ---------------------------------------------------------------------------------------------------
-# Clients
-
-
-class EksApi(Protocol):
-    """The part of a boto3 EKS client the inventory calls."""
-
-    def list_clusters(self, **kwargs: Any) -> dict[str, Any]: ...
-
-    def describe_cluster(self, *, name: str) -> dict[str, Any]: ...
-
-
-class GkeApi(Protocol):
-    """The part of google.cloud.container_v1.ClusterManagerClient the inventory calls."""
-
-    def list_clusters(self, *, parent: str) -> ListClustersResponse: ...
-
-
-def _default_eks(region: str) -> EksApi:
-    import boto3
-
-    client: EksApi = boto3.client("eks", region_name=region)
-    return client
-
-
-def _default_gke() -> GkeApi:
-    if importlib.util.find_spec("google.cloud.container_v1") is None:
-        raise UserError(GCP_NO_LIBRARY)
-    from google.auth.exceptions import DefaultCredentialsError
-    from google.cloud.container_v1 import ClusterManagerClient
-
-    try:
-        return ClusterManagerClient()
-    except DefaultCredentialsError:
-        raise UserError(GCP_NO_CREDENTIALS) from None
-
-
-@dataclass(frozen=True)
-class CloudClients:
-    """Factories of the cloud API clients; tests pass clients bound to moto or a fake transport."""
-
-    eks: Callable[[str], EksApi] = _default_eks  # region -> EKS client
-    gke: Callable[[], GkeApi] = _default_gke
+# Per cloud, the factory of its API client (aws: region -> EKS client, gcp: () -> ClusterManagerClient);
+# a cloud left out uses its default client. Tests pass clients bound to moto or a fake server.
+CloudClients = Mapping[str, ClientFactory]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -117,11 +52,17 @@ class PreviewRecord:
     expires_at: int  # unix seconds
     ttl_hours: int
     resource_id: str  # EKS cluster ARN, GKE cluster self link
+    # The environment whose state bucket holds the preview's state; "" when the tag is missing (such a
+    # preview is listed, but never destroyed on a guess).
+    base_environment: str = ""
 
     @property
     def created_at(self) -> int:
         # Not a tag of its own: a re-deploy moves the expiry, and this follows it.
         return self.expires_at - self.ttl_hours * SECONDS_PER_HOUR
+
+    def describe(self) -> str:
+        return f"{self.cloud} {self.region} cluster {self.cluster_name}"
 
 
 @dataclass(frozen=True)
@@ -132,10 +73,19 @@ class Inventory:
 
 
 def record_from_tags(
-    tags: Mapping[str, str], *, cloud: str, region: str, cluster_name: str, resource_id: str
+    tags: Mapping[str, str],
+    *,
+    cloud: str,
+    region: str,
+    cluster_name: str,
+    resource_id: str,
+    owner_tag: str = TAG_OWNER,
 ) -> PreviewRecord | str | None:
     """The preview a cluster's tags describe; None if it is no preview, a one-line note if its tags
-    are unusable (such a cluster is reported, never swept: its expiry is unknown)."""
+    are unusable (such a cluster is reported, never swept: its expiry is unknown).
+
+    owner_tag: the tag key the fleet records the owner under (previews.owner_tag), TAG_OWNER if absent.
+    """
     if tags.get(TAG_PREVIEW) != "true":
         return None
     where = f"{cloud} {region} cluster {cluster_name}"
@@ -153,173 +103,50 @@ def record_from_tags(
         environment=tags[TAG_ENVIRONMENT],
         fleet=tags[TAG_FLEET],
         branch=tags.get(TAG_BRANCH, ""),
-        owner=tags.get(TAG_OWNER, ""),
+        owner=tags.get(owner_tag) or tags.get(TAG_OWNER, ""),
         cloud=cloud,
         region=region,
         cluster_name=cluster_name,
         expires_at=expires_at,
         ttl_hours=ttl_hours,
         resource_id=resource_id,
+        base_environment=tags.get(TAG_BASE_ENVIRONMENT, ""),
     )
-
-
-@dataclass
-class _Collected:
-    records: list[PreviewRecord] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, found: PreviewRecord | str | None) -> None:
-        if isinstance(found, PreviewRecord):
-            self.records.append(found)
-        elif found is not None:
-            self.notes.append(found)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Listing per cloud
-
-
-def _aws_error(region: str, exc: Exception) -> Exception:
-    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
-
-    if isinstance(exc, NoCredentialsError):
-        return UserError(AWS_NO_CREDENTIALS)
-    if isinstance(exc, NoRegionError):  # unreachable with a region from the fleet; kept for clarity
-        return UserError(f"aws: no region for the EKS client ({region})")
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "error")
-        if code in {"AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException"}:
-            return UserError(
-                f"aws: cannot list EKS clusters in {region} ({code}); "
-                "check the credentials and allow eks:ListClusters and eks:DescribeCluster"
-            )
-    return FleetRuntimeError(f"aws: listing EKS clusters in {region} failed: {exc}")
-
-
-def list_aws_previews(regions: Iterable[str], clients: CloudClients) -> Inventory:
-    """Preview clusters among the EKS clusters of each region (list_clusters + describe_cluster tags).
-
-    The Resource Groups Tagging API would find them in one call per region, but moto does not index
-    EKS clusters there, and a region holds few clusters.
-    """
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    found = _Collected()
-    for region in sorted(set(regions)):
-        try:
-            eks = clients.eks(region)
-            names: list[str] = []
-            token: str | None = None
-            while True:
-                page = eks.list_clusters(**({"nextToken": token} if token else {}))
-                names += page.get("clusters", [])
-                token = page.get("nextToken")
-                if not token:
-                    break
-            for name in names:
-                try:
-                    cluster = eks.describe_cluster(name=name)["cluster"]
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                        continue  # deleted between the list and the describe
-                    raise
-                found.add(
-                    record_from_tags(
-                        cluster.get("tags") or {},
-                        cloud="aws",
-                        region=region,
-                        cluster_name=name,
-                        resource_id=str(cluster.get("arn", name)),
-                    )
-                )
-        except (BotoCoreError, ClientError) as exc:
-            raise _aws_error(region, exc) from None
-    return Inventory(tuple(found.records), tuple(found.notes))
-
-
-def _gcp_error(project: str, exc: Exception) -> Exception:
-    from google.api_core import exceptions as api
-
-    if isinstance(exc, api.PermissionDenied | api.Unauthenticated | api.NotFound | api.Forbidden):
-        return UserError(
-            f"gcp: cannot list GKE clusters in project {project} ({exc.__class__.__name__}); "
-            "check the project ID and allow container.clusters.list"
-        )
-    return FleetRuntimeError(f"gcp: listing GKE clusters in project {project} failed: {exc}")
-
-
-def list_gcp_previews(projects: Iterable[str], clients: CloudClients) -> Inventory:
-    """Preview clusters among the GKE clusters of each project, all locations at once."""
-    from google.api_core.exceptions import GoogleAPIError
-    from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
-
-    found = _Collected()
-    projects = sorted(set(projects))
-    if not projects:
-        return Inventory(())
-    gke = clients.gke()
-    for project in projects:
-        try:
-            response = gke.list_clusters(parent=f"projects/{project}/locations/-")
-        except DefaultCredentialsError:
-            raise UserError(GCP_NO_CREDENTIALS) from None
-        except GoogleAuthError as exc:  # found but refused, e.g. an expired refresh token
-            raise UserError(
-                f"gcp: application default credentials rejected ({exc.__class__.__name__}); "
-                "run `gcloud auth application-default login` again"
-            ) from None
-        except GoogleAPIError as exc:
-            raise _gcp_error(project, exc) from None
-        for cluster in response.clusters:
-            found.add(
-                record_from_tags(
-                    dict(cluster.resource_labels),
-                    cloud="gcp",
-                    region=cluster.location,
-                    cluster_name=cluster.name,
-                    resource_id=cluster.self_link
-                    or f"projects/{project}/locations/{cluster.location}/clusters/{cluster.name}",
-                )
-            )
-        if response.missing_zones:
-            # A zone that did not answer may hold a preview: say so rather than report "none".
-            found.notes.append(
-                f"gcp: project {project}: zones did not answer, their clusters are not listed: "
-                f"{', '.join(response.missing_zones)}"
-            )
-    return Inventory(tuple(found.records), tuple(found.notes))
-
-
-def azure_note() -> str:
-    try:
-        has_sdk = importlib.util.find_spec("azure.mgmt.containerservice") is not None
-    except ModuleNotFoundError:  # no azure namespace package at all
-        has_sdk = False
-    return AZURE_NOT_LISTED_WITH_SDK if has_sdk else AZURE_NOT_LISTED
 
 
 def list_previews(
     fleet: Fleet, clients: CloudClients | None = None, clouds: Sequence[str] | None = None
 ) -> Inventory:
-    """Previews in the places the fleet's cloud clusters live: the AWS regions and GCP projects of its
-    clusters (any fleet's previews found there are returned; PreviewRecord.fleet says whose)."""
-    clients = clients or CloudClients()
+    """Previews in the places the fleet's cloud clusters live (AWS regions, GCP projects ...): any
+    fleet's previews found there are returned; PreviewRecord.fleet says whose."""
+    clients = clients or {}
     wanted = set(clouds) if clouds is not None else {c.cloud for c in fleet.cloud_clusters()}
+    owner_tag = fleet.previews.owner_tag  # the tag key the stacks record the owner under
     records: list[PreviewRecord] = []
     notes: list[str] = []
-    if "aws" in wanted:
-        regions = [c.region for c in fleet.cloud_clusters() if isinstance(c, AwsCluster)]
-        aws = list_aws_previews(regions, clients)
-        records += aws.records
-        notes += aws.notes
-    if "gcp" in wanted:
-        projects = [c.project for c in fleet.cloud_clusters() if isinstance(c, GcpCluster)]
-        gcp = list_gcp_previews(projects, clients)
-        records += gcp.records
-        notes += gcp.notes
-    if "azure" in wanted:
-        notes.append(azure_note())
+    for name, provider in CLOUDS.items():
+        if name not in wanted:
+            continue
+        listing = provider.list_clusters(provider.places(fleet), (TAG_PREVIEW, "true"), clients.get(name))
+        notes += listing.notes
+        for cluster in listing.clusters:
+            found = _record(cluster, owner_tag)
+            if isinstance(found, PreviewRecord):
+                records.append(found)
+            elif found is not None:
+                notes.append(found)
     return Inventory(tuple(records), tuple(notes))
+
+
+def _record(cluster: TaggedCluster, owner_tag: str) -> PreviewRecord | str | None:
+    return record_from_tags(
+        cluster.tags,
+        cloud=cluster.cloud,
+        region=cluster.region,
+        cluster_name=cluster.name,
+        resource_id=cluster.resource_id,
+        owner_tag=owner_tag,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,7 +166,7 @@ class PreviewSummary:
     records: tuple[PreviewRecord, ...]
     age_hours: float
     ttl_left_hours: float  # negative once expired
-    # None when a cluster could not be matched to the fleet file (another fleet's, or renamed).
+    # None without an estimate, or when a cluster could not be matched to it (another fleet's, renamed).
     usd_per_hour: float | None
     cost_so_far_usd: float | None
 
@@ -351,39 +178,55 @@ class PreviewSummary:
         return self.expires_at < now
 
 
-def fleet_cluster_for(record: PreviewRecord, fleet: Fleet) -> CloudCluster | None:
+def fleet_cluster_name(record: PreviewRecord, fleet: Fleet) -> str | None:
     """The fleet.yaml cluster a preview cluster was made from: its cloud name is
     fit_name(<cluster>, <environment>) (StackContext.cluster_name at the cloud's limit)."""
-    if record.fleet != fleet.name:
+    if record.fleet != fleet.name or record.cloud not in CLOUDS:
         return None
     same_cloud = [c for c in fleet.cloud_clusters() if c.cloud == record.cloud]
     ctx = StackContext(fleet=fleet, environment=record.environment)
+    limit = CLOUDS[record.cloud].cluster_name_max_length
     for cluster in same_cloud:
-        if ctx.cluster_name(cluster.name, CLUSTER_NAME_MAX_LENGTH[cluster.cloud]) == record.cluster_name:
-            return cluster
+        if ctx.cluster_name(cluster.name, limit) == record.cluster_name:
+            return cluster.name
     # A stack that names its cluster otherwise: the one cluster of that cloud in that region (a GKE
     # location may be a zone of it) is still unambiguous.
     in_region = [
         c for c in same_cloud if record.region == c.region or record.region.startswith(f"{c.region}-")
     ]
-    return in_region[0] if len(in_region) == 1 else None
+    return in_region[0].name if len(in_region) == 1 else None
 
 
-def preview_cluster_cost(record: PreviewRecord, fleet: Fleet) -> ClusterCost | None:
-    cluster = fleet_cluster_for(record, fleet)
-    if cluster is None:
+def record_cost(record: PreviewRecord, fleet: Fleet, estimate: CostEstimate) -> ClusterCost | None:
+    """The estimate's stack for the cluster of this record: the same cluster when the estimate was made
+    from this preview's synth, else the same fleet.yaml cluster in the estimate's environment."""
+    exact = estimate.cluster(record.cloud, record.cluster_name)
+    if exact is not None:
+        return exact
+    name = fleet_cluster_name(record, fleet)
+    if name is None:
         return None
-    ctx = preview_sizing_context(fleet)
-    return cluster_cost(cluster, "preview", {p.name: ctx.pool_size(p) for p in cluster.gpu_pools})
+    limit = CLOUDS[record.cloud].cluster_name_max_length
+    for cost in estimate.clusters:
+        if cost.cloud == record.cloud and cost.environment:
+            expected = StackContext(fleet=fleet, environment=cost.environment).cluster_name(name, limit)
+            if cost.cluster == expected:
+                return cost
+    return None
 
 
 def group_previews(
-    records: Iterable[PreviewRecord], *, now: float | None = None, fleet: Fleet | None = None
+    records: Iterable[PreviewRecord],
+    *,
+    now: float | None = None,
+    fleet: Fleet | None = None,
+    estimate: CostEstimate | None = None,
 ) -> list[PreviewSummary]:
     """Records of one environment (one cluster per cloud) folded into one summary, soonest expiry first.
 
-    Cost so far is each cluster's preview estimate (pricing.py, GPU node running all day: an upper
-    bound) times the hours since it was created; unknown (None) without the fleet it was made from.
+    Cost so far is each cluster's hourly cost in `estimate` (priced from a synth of a preview of the
+    fleet: every node at its pool's maximum, an upper bound) times the hours since it was created;
+    unknown (None) without an estimate or the fleet it was made from.
     """
     now = time.time() if now is None else now
     by_environment: dict[tuple[str, str], list[PreviewRecord]] = {}
@@ -394,7 +237,7 @@ def group_previews(
         group.sort(key=lambda r: (r.cloud, r.region, r.cluster_name))
         expires_at = max(r.expires_at for r in group)
         created_at = min(r.created_at for r in group)
-        costs = [preview_cluster_cost(r, fleet) if fleet else None for r in group]
+        costs = [record_cost(r, fleet, estimate) if fleet and estimate else None for r in group]
         known = [c for c in costs if c is not None]
         usd_per_hour: float | None = None
         cost_so_far: float | None = None

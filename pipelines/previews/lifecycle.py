@@ -1,7 +1,12 @@
 """Bring a branch's preview up and down, and sweep expired previews.
 
-Order of `preview_up`: name, estimate, cost cap, preflight, synth, deploy. Everything that can refuse
-runs before anything is written or created, so a refused preview leaves no trace.
+`preview_up`: name, synth, estimate (priced from that synth), cost cap, preflight, deploy. Nothing is
+created in a cloud before the estimate has passed the cap; a refused preview leaves only its local
+synth output.
+
+`preview_down` and the sweep destroy a preview as its tags describe it: its base environment (whose
+state bucket holds its state) comes from its own gpufleet-base-environment tag, never from a default,
+and afterwards the same tag inventory must no longer find it: Terraform exiting 0 is not proof.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from gpufleet.environments import DEFAULT_ENVIRONMENT, preview_environment
+from gpufleet.clouds import CLOUDS
+from gpufleet.environments import DEFAULT_ENVIRONMENT, environment_problem, preview_environment
 from gpufleet.errors import FleetRuntimeError, UserError
 from gpufleet.spec import Fleet
-from pipelines.previews.inventory import AWS_NO_CREDENTIALS, GCP_NO_CREDENTIALS, PreviewSummary
-from pipelines.previews.pricing import CostEstimate, estimate_preview
+from pipelines.previews.inventory import Inventory, PreviewSummary, group_previews, list_previews
+from pipelines.previews.pricing import CostEstimate, estimate_from_synth
 from pipelines.previews.synth import PreviewTarget, synth_preview_target
-from stacks.synth import CLOUD_ORDER, SynthOptions, synth_fleet
+from stacks.context import TAG_BASE_ENVIRONMENT
+from stacks.synth import SynthOptions, synth_fleet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # holds cdktf.json and node_modules/.bin/cdktf
 SECONDS_PER_HOUR = 3600
@@ -30,7 +37,9 @@ SECONDS_PER_HOUR = 3600
 Runner = Callable[[list[str], Path], int]  # (command, cwd) -> exit status
 Synth = Callable[[list[str], SynthOptions, Path], dict[str, object]]  # stacks.synth.synth_fleet
 TargetSynth = Callable[[list[str], Path, PreviewTarget, Path], dict[str, object]]
+Lister = Callable[[Fleet], Inventory]  # inventory.list_previews, or one bound to test clients
 Which = Callable[[str], str | None]
+Confirm = Callable[[list[PreviewSummary]], bool]  # shown what would be destroyed; True to go ahead
 
 TERRAFORM_MISSING = (
     "terraform not found on PATH; install Terraform >= 1.5 "
@@ -44,21 +53,6 @@ CDKTF_PYTHON_MISSING = (
     "the cloud layer is not installed (no cdktf Python package); "
     "run `make setup-all` or pip install -e '.[cloud]'"
 )
-GCP_AUTH_MISSING = (
-    "gcp: google-auth is not installed; install the cloud layer with "
-    "`make setup-all` or pip install -e '.[cloud]'"
-)
-AZURE_NO_CREDENTIALS = (
-    "azure: no credentials found (set ARM_CLIENT_ID, ARM_CLIENT_SECRET, ARM_TENANT_ID and "
-    "ARM_SUBSCRIPTION_ID for a service principal, ARM_USE_MSI=true for a managed identity, "
-    "ARM_USE_OIDC=true in CI, or install the Azure CLI and run `az login`)"
-)
-AZURE_NO_SUBSCRIPTION = (
-    "azure: ARM_SUBSCRIPTION_ID is not set and the azurerm 4.x provider requires it; "
-    "export ARM_SUBSCRIPTION_ID (e.g. $(az account show --query id -o tsv))"
-)
-# Any of these tells the azurerm provider how to authenticate without the Azure CLI.
-AZURE_CREDENTIAL_ENV = ("ARM_CLIENT_ID", "ARM_USE_MSI", "ARM_USE_OIDC", "ARM_USE_CLI")
 
 
 def run_command(cmd: list[str], cwd: Path) -> int:
@@ -81,38 +75,6 @@ def cdktf_command(repo_root: Path = REPO_ROOT, which: Which = shutil.which) -> s
     return which("cdktf")
 
 
-def _aws_credentials_problem() -> str | None:
-    import boto3
-    from botocore.exceptions import BotoCoreError
-
-    try:
-        found = boto3.Session().get_credentials()
-    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
-        return f"aws: cannot read credentials ({exc}); fix AWS_PROFILE or ~/.aws/config"
-    return AWS_NO_CREDENTIALS if found is None else None
-
-
-def _gcp_credentials_problem() -> str | None:
-    if importlib.util.find_spec("google.auth") is None:
-        return GCP_AUTH_MISSING
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        google.auth.default()
-    except DefaultCredentialsError:
-        return GCP_NO_CREDENTIALS
-    return None
-
-
-def _azure_credentials_problem(environ: Mapping[str, str], which: Which) -> str | None:
-    if not any(environ.get(name) for name in AZURE_CREDENTIAL_ENV) and which("az") is None:
-        return AZURE_NO_CREDENTIALS
-    if not environ.get("ARM_SUBSCRIPTION_ID"):
-        return AZURE_NO_SUBSCRIPTION
-    return None
-
-
 def preflight(
     fleet: Fleet,
     clouds: Sequence[str],
@@ -131,14 +93,9 @@ def preflight(
         problems.append(CDKTF_MISSING.format(root=repo_root))
     if importlib.util.find_spec("cdktf") is None:
         problems.append(CDKTF_PYTHON_MISSING)
-    checks: dict[str, Callable[[], str | None]] = {
-        "aws": _aws_credentials_problem,
-        "gcp": _gcp_credentials_problem,
-        "azure": lambda: _azure_credentials_problem(environ, which),
-    }
-    for cloud in CLOUD_ORDER:
-        if cloud in clouds:
-            problem = checks[cloud]()
+    for name, cloud in CLOUDS.items():
+        if name in clouds:
+            problem = cloud.credentials_problem(environ, which)
             if problem:
                 problems.append(problem)
     return problems
@@ -154,7 +111,7 @@ def _require_ready(fleet: Fleet, clouds: list[str], repo_root: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Up and down
+# Up
 
 
 @dataclass(frozen=True)
@@ -162,13 +119,15 @@ class PreviewResult:
     environment: str
     action: Literal["deploy", "destroy"]
     stacks: tuple[str, ...]
-    estimate: CostEstimate
+    estimate: CostEstimate  # priced from the stacks deployed or destroyed
     command: tuple[str, ...]
     expires_at: int | None = None  # deploy only
+    # destroy only: what the check afterwards could not look at (e.g. a cloud without a lister).
+    unverified: tuple[str, ...] = ()
 
 
 def fleet_clouds(fleet: Fleet) -> list[str]:
-    clouds = [c for c in CLOUD_ORDER if c in fleet.clouds()]
+    clouds = [c for c in CLOUDS if c in fleet.clouds()]
     if not clouds:
         raise UserError("clusters: no aws, gcp or azure cluster; a preview needs at least one cloud cluster")
     return clouds
@@ -179,9 +138,9 @@ def check_cost_cap(fleet: Fleet, estimate: CostEstimate) -> None:
     if estimate.usd_per_day > cap:
         raise UserError(
             f"a preview of fleet {fleet.name} would cost up to ${estimate.usd_per_day:.2f}/day "
-            f"(${estimate.usd_per_hour:.4f}/h, every GPU pool at 1 node all day), above "
+            f"(${estimate.usd_per_hour:.4f}/h, every node pool at its maximum all day), above "
             f"previews.cost_cap_usd_per_day ({cap:g}); raise previews.cost_cap_usd_per_day in the fleet "
-            "file, set previews.spot: true, or use smaller instance types"
+            "file, set previews.spot: true, lower previews.max_gpu_nodes, or use smaller instance types"
         )
 
 
@@ -197,11 +156,10 @@ def _stack_names(manifest: dict[str, object]) -> tuple[str, ...]:
     return tuple(str(name) for name in stacks)
 
 
-def _cdktf(
+def _run_cdktf(
+    command: str,
     action: Literal["deploy", "destroy"],
-    fleet: Fleet,
-    clouds: list[str],
-    synthesize: Callable[[list[str]], dict[str, object]],
+    stacks: tuple[str, ...],
     *,
     environment: str,
     outdir: Path,
@@ -209,15 +167,9 @@ def _cdktf(
     yes: bool,
     repo_root: Path,
     after_failure: str,
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Preflight, synthesize the preview's stacks into outdir, run cdktf `action` on them.
-
-    Returns the stacks and the cdktf command line.
-    """
-    command = _require_ready(fleet, clouds, repo_root)
-    stacks = _stack_names(synthesize(clouds))
-    # --skip-synth: the stacks were synthesized above with the preview's options; letting cdktf run
-    # the app again (cdktf.json) would synthesize prod's.
+) -> tuple[str, ...]:
+    # --skip-synth: the stacks were synthesized with the preview's options; letting cdktf run the app
+    # again (cdktf.json) would synthesize prod's.
     cmd = [command, action, "--skip-synth", "--output", str(outdir)]
     cmd += ["--auto-approve"] if yes else []
     cmd += list(stacks)
@@ -226,7 +178,7 @@ def _cdktf(
         raise FleetRuntimeError(
             f"cdktf {action} of preview {environment} failed (exit {status}); {after_failure}"
         )
-    return stacks, tuple(cmd)
+    return tuple(cmd)
 
 
 def preview_up(
@@ -242,23 +194,31 @@ def preview_up(
     now: float | None = None,
     repo_root: Path = REPO_ROOT,
     synth: Synth = synth_fleet,
+    show_estimate: Callable[[CostEstimate], None] | None = None,
 ) -> PreviewResult:
-    """Deploy the branch's preview: every cloud cluster of the fleet, GPU pools 0..1 node.
+    """Deploy the branch's preview: every cloud cluster of the fleet, sized as the stacks size previews.
 
-    yes=False leaves out --auto-approve, so Terraform shows each plan and asks (the default runner
-    inherits the terminal); CI passes yes=True.
+    The estimate is priced from the synthesized stacks (shown through show_estimate) and checked
+    against previews.cost_cap_usd_per_day before anything is deployed. yes=False leaves out
+    --auto-approve, so Terraform shows each plan and asks (the default runner inherits the terminal).
     """
     environment = preview_environment(branch)
     clouds = fleet_clouds(fleet)
-    estimate = estimate_preview(fleet)
-    check_cost_cap(fleet, estimate)
+    if importlib.util.find_spec("cdktf") is None:  # synth needs it; say so before a subprocess fails
+        raise UserError(CDKTF_PYTHON_MISSING)
     expires_at = preview_expiry(fleet, time.time() if now is None else now)
     options = SynthOptions(fleet_file, base_environment, branch=branch, owner=owner, expires_at=expires_at)
-    stacks, cmd = _cdktf(
+    stacks = _stack_names(synth(clouds, options, outdir))
+    estimate = estimate_from_synth(outdir)
+    if show_estimate is not None:
+        show_estimate(estimate)
+    check_cost_cap(fleet, estimate)
+    # After the cap: what a preview costs can be learnt without cloud credentials or Terraform.
+    command = _require_ready(fleet, clouds, repo_root)
+    cmd = _run_cdktf(
+        command,
         "deploy",
-        fleet,
-        clouds,
-        lambda clouds: synth(clouds, options, outdir),
+        stacks,
         environment=environment,
         outdir=outdir,
         runner=runner,
@@ -270,94 +230,127 @@ def preview_up(
     return PreviewResult(environment, "deploy", stacks, estimate, cmd, expires_at)
 
 
-def _destroy(
+# ---------------------------------------------------------------------------------------------------
+# Down
+
+
+def preview_target(summary: PreviewSummary) -> PreviewTarget:
+    """What destroying a preview needs, from its tags: the environment name is authoritative, and the
+    base environment must be recorded on every one of its clusters, the same on each."""
+    missing = [r.describe() for r in summary.records if not r.base_environment]
+    if missing:
+        raise UserError(
+            f"preview {summary.environment}: {', '.join(missing)} has no {TAG_BASE_ENVIRONMENT} tag, so "
+            "the environment whose state holds it is unknown and gpufleet will not guess; tag the cluster "
+            f"with {TAG_BASE_ENVIRONMENT}=<the --env it was made with, e.g. prod> and rerun"
+        )
+    bases = sorted({r.base_environment for r in summary.records})
+    if len(bases) > 1:
+        where = ", ".join(f"{r.describe()}: {r.base_environment}" for r in summary.records)
+        raise UserError(
+            f"preview {summary.environment}: its clusters name different {TAG_BASE_ENVIRONMENT} tags "
+            f"({where}); correct the wrong tag and rerun"
+        )
+    [base] = bases
+    problem = environment_problem(base)
+    if problem:
+        raise UserError(f"preview {summary.environment}: tag {TAG_BASE_ENVIRONMENT}: {problem}")
+    return PreviewTarget(
+        environment=summary.environment,
+        branch=summary.branch,
+        owner=summary.owner,
+        expires_at=summary.expires_at,
+        ttl_hours=max(r.ttl_hours for r in summary.records),
+        base_environment=base,
+    )
+
+
+def verify_destroyed(fleet: Fleet, environment: str, lister: Lister) -> tuple[str, ...]:
+    """Raise FleetRuntimeError naming every cluster of the preview the tag inventory still finds.
+
+    Returns what the inventory could not look at (those clouds are unverified, not clean).
+    """
+    inventory = lister(fleet)
+    left = [r for r in inventory.records if r.environment == environment and r.fleet == fleet.name]
+    if left:
+        raise FleetRuntimeError(
+            f"preview {environment}: cdktf destroy finished, but its tags still find "
+            f"{', '.join(f'{r.describe()} ({r.resource_id})' for r in left)}; it is still billed: rerun the "
+            "destroy, and if that does not remove it, delete it in the cloud console"
+        )
+    return inventory.notes
+
+
+def destroy_preview(
+    fleet_file: Path,
     fleet: Fleet,
-    environment: str,
-    synthesize: Callable[[list[str]], dict[str, object]],
+    summary: PreviewSummary,
     outdir: Path,
-    runner: Runner,
-    yes: bool,
-    repo_root: Path,
-    after_failure: str,
+    runner: Runner = run_command,
+    yes: bool = False,
+    *,
+    lister: Lister = list_previews,
+    repo_root: Path = REPO_ROOT,
+    synth: TargetSynth = synth_preview_target,
+    after_failure: str = "fix the error above and rerun",
 ) -> PreviewResult:
-    """Destroy a preview's stacks (every cloud of the fleet)."""
-    stacks, cmd = _cdktf(
+    """Destroy one preview as found by its tags (every cloud of the fleet), then check it is gone."""
+    if summary.fleet != fleet.name:
+        raise UserError(
+            f"preview {summary.environment} belongs to fleet {summary.fleet}, not {fleet.name}; "
+            "destroy it with that fleet's file"
+        )
+    target = preview_target(summary)
+    clouds = fleet_clouds(fleet)
+    command = _require_ready(fleet, clouds, repo_root)
+    stacks = _stack_names(synth(clouds, fleet_file, target, outdir))
+    estimate = estimate_from_synth(outdir)
+    cmd = _run_cdktf(
+        command,
         "destroy",
-        fleet,
-        fleet_clouds(fleet),
-        synthesize,
-        environment=environment,
+        stacks,
+        environment=summary.environment,
         outdir=outdir,
         runner=runner,
         yes=yes,
         repo_root=repo_root,
         after_failure=after_failure,
     )
-    return PreviewResult(environment, "destroy", stacks, estimate_preview(fleet), cmd)
+    unverified = verify_destroyed(fleet, summary.environment, lister)
+    return PreviewResult(summary.environment, "destroy", stacks, estimate, cmd, unverified=unverified)
+
+
+def find_preview(fleet: Fleet, environment: str, lister: Lister = list_previews) -> PreviewSummary:
+    """The fleet's preview `environment` as its tags describe it; UserError when none is found."""
+    inventory = lister(fleet)
+    records = [r for r in inventory.records if r.environment == environment and r.fleet == fleet.name]
+    if not records:
+        unseen = f" (not looked at: {'; '.join(inventory.notes)})" if inventory.notes else ""
+        raise UserError(
+            f"no cluster of preview {environment} of fleet {fleet.name} found by its tags{unseen}; "
+            "nothing to destroy (check the branch name with `gpufleet preview list`)"
+        )
+    [summary] = group_previews(records)
+    return summary
 
 
 def preview_down(
     fleet_file: Path,
     fleet: Fleet,
     branch: str,
-    owner: str,
     outdir: Path,
     runner: Runner = run_command,
     yes: bool = False,
     *,
-    base_environment: str = DEFAULT_ENVIRONMENT,
-    repo_root: Path = REPO_ROOT,
-    synth: Synth = synth_fleet,
-) -> PreviewResult:
-    """Destroy the branch's preview (all of its stacks, every cloud of the fleet)."""
-    environment = preview_environment(branch)
-    options = SynthOptions(fleet_file, base_environment, branch=branch, owner=owner)
-    return _destroy(
-        fleet,
-        environment,
-        lambda clouds: synth(clouds, options, outdir),
-        outdir,
-        runner,
-        yes,
-        repo_root,
-        after_failure="fix the error above and rerun",
-    )
-
-
-def preview_target(summary: PreviewSummary, base_environment: str = DEFAULT_ENVIRONMENT) -> PreviewTarget:
-    """What the sweep knows of a preview, from its tags: the environment name is authoritative."""
-    ttl_hours = max(r.ttl_hours for r in summary.records)
-    return PreviewTarget(
-        environment=summary.environment,
-        branch=summary.branch,
-        owner=summary.owner,
-        expires_at=summary.expires_at,
-        ttl_hours=ttl_hours,
-        base_environment=base_environment,
-    )
-
-
-def destroy_preview_target(
-    fleet_file: Path,
-    fleet: Fleet,
-    target: PreviewTarget,
-    outdir: Path,
-    runner: Runner = run_command,
-    yes: bool = False,
-    *,
+    lister: Lister = list_previews,
     repo_root: Path = REPO_ROOT,
     synth: TargetSynth = synth_preview_target,
 ) -> PreviewResult:
-    """Destroy a preview known by its environment name (e.g. found by the sweep)."""
-    return _destroy(
-        fleet,
-        target.environment,
-        lambda clouds: synth(clouds, fleet_file, target, outdir),
-        outdir,
-        runner,
-        yes,
-        repo_root,
-        after_failure="fix the error above and rerun the sweep",
+    """Destroy the branch's preview (all of its stacks, every cloud of the fleet) in the state of the base
+    environment its tags name, and check afterwards that its tags no longer find it."""
+    summary = find_preview(fleet, preview_environment(branch), lister)
+    return destroy_preview(
+        fleet_file, fleet, summary, outdir, runner, yes, lister=lister, repo_root=repo_root, synth=synth
     )
 
 
@@ -367,31 +360,27 @@ def preview_destroyer(
     outdir_root: Path,
     runner: Runner = run_command,
     *,
-    base_environment: str = DEFAULT_ENVIRONMENT,
+    lister: Lister = list_previews,
     repo_root: Path = REPO_ROOT,
     synth: TargetSynth = synth_preview_target,
-) -> Callable[[PreviewSummary], None]:
+) -> Callable[[PreviewSummary], PreviewResult]:
     """The `destroy` callable for sweep(): one preview at a time, each in outdir_root/<environment>.
 
-    Refuses another fleet's previews: their stacks come from a fleet file this one is not.
+    Destroys without Terraform's prompts: sweep() has asked for confirmation of the whole list first.
     """
 
-    def destroy(summary: PreviewSummary) -> None:
-        if summary.fleet != fleet.name:
-            raise UserError(
-                f"preview {summary.environment} belongs to fleet {summary.fleet}, not {fleet.name}; "
-                f"sweep it with that fleet's file"
-            )
-        target = preview_target(summary, base_environment)
-        destroy_preview_target(
+    def destroy(summary: PreviewSummary) -> PreviewResult:
+        return destroy_preview(
             fleet_file,
             fleet,
-            target,
+            summary,
             outdir_root / summary.environment,
             runner,
-            yes=True,  # a sweep runs unattended; what it destroys is decided by expiry alone
+            yes=True,
+            lister=lister,
             repo_root=repo_root,
             synth=synth,
+            after_failure="fix the error above and rerun the sweep",
         )
 
     return destroy
@@ -401,29 +390,48 @@ def preview_destroyer(
 # Sweep
 
 
+@dataclass(frozen=True)
+class SweepOutcome:
+    expired: tuple[PreviewSummary, ...]  # what the sweep found expired (and would destroy, in a dry run)
+    destroyed: tuple[PreviewSummary, ...]
+    declined: bool = False  # the confirmation was declined: nothing was destroyed
+    unverified: tuple[str, ...] = ()  # what the checks after each destroy could not look at
+
+
 def sweep(
     previews: Sequence[PreviewSummary],
     now: float,
-    destroy: Callable[[PreviewSummary], None],
+    destroy: Callable[[PreviewSummary], PreviewResult | None],
+    *,
+    confirm: Confirm,
     dry_run: bool = False,
-) -> list[PreviewSummary]:
+) -> SweepOutcome:
     """Destroy the previews that have expired (expires_at < now); the live ones are never touched.
 
-    Returns the expired previews (destroyed, or that would be in a dry run). One failure does not stop
-    the others; the failures are raised together afterwards.
+    confirm is shown the expired previews and must return True before anything is destroyed (the CLI
+    asks, or passes `lambda _: True` for --yes). One failure does not stop the others; the failures are
+    raised together afterwards.
     """
-    expired = [p for p in previews if p.expires_at < now]
-    if dry_run:
-        return expired
+    expired = [p for p in previews if p.expired(now)]
+    if dry_run or not expired:
+        return SweepOutcome(tuple(expired), ())
+    if not confirm(expired):
+        return SweepOutcome(tuple(expired), (), declined=True)
+    destroyed: list[PreviewSummary] = []
+    unverified: list[str] = []
     failures: list[str] = []
     for preview in expired:
         try:
-            destroy(preview)
+            result = destroy(preview)
         except (UserError, FleetRuntimeError) as exc:
             failures.append(f"{preview.environment}: {exc}")
+            continue
+        destroyed.append(preview)
+        for note in result.unverified if result else ():
+            if note not in unverified:
+                unverified.append(note)
     if failures:
-        destroyed = len(expired) - len(failures)
         raise FleetRuntimeError(
-            f"sweep destroyed {destroyed} of {len(expired)} expired previews; " + "; ".join(failures)
+            f"sweep destroyed {len(destroyed)} of {len(expired)} expired previews; " + "; ".join(failures)
         )
-    return expired
+    return SweepOutcome(tuple(expired), tuple(destroyed), unverified=tuple(unverified))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpufleet.environments import DEFAULT_ENVIRONMENT, preview_environment_problem
+from gpufleet.environments import preview_environment_problem
 from gpufleet.errors import UserError
 from gpufleet.spec import Fleet
 from stacks.context import StackContext
@@ -26,7 +26,9 @@ class PreviewTarget:
     owner: str
     expires_at: int
     ttl_hours: int
-    base_environment: str = DEFAULT_ENVIRONMENT
+    # The environment whose state bucket holds the preview's state (its gpufleet-base-environment tag):
+    # destroying with any other would point Terraform at an empty state and destroy nothing.
+    base_environment: str
 
 
 def check_preview_environment(environment: str) -> None:
