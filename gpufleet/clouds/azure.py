@@ -1,15 +1,20 @@
-"""Azure: region, Blob container and storage account rules, credentials (azurerm's), AKS stack prices.
+"""Azure: region, Blob container and storage account rules, credentials (azurerm's), AKS lister, AKS prices.
 
-No Azure SDK is a dependency of gpufleet, so AKS clusters are not listed: the lister says so in a note,
-and callers treat Azure as not looked at (never as "nothing there").
+No Azure SDK is a dependency of gpufleet: the lister reads Azure Resource Manager's REST API with
+`requests` and a bearer token from a service principal (ARM_CLIENT_ID/ARM_CLIENT_SECRET/ARM_TENANT_ID)
+or the Azure CLI (`az account get-access-token`). Where it cannot get one (managed identity, OIDC) it
+says so in a note, and callers treat Azure as not looked at, never as "nothing there".
 """
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from gpufleet.clouds import (
     ClientFactory,
@@ -18,6 +23,7 @@ from gpufleet.clouds import (
     Json,
     Listing,
     PricedStack,
+    TaggedCluster,
     Which,
     cluster_name_rule,
     count_field,
@@ -26,6 +32,7 @@ from gpufleet.clouds import (
     shown,
     text_field,
 )
+from gpufleet.errors import FleetRuntimeError, UserError
 
 if TYPE_CHECKING:
     from gpufleet.spec import Fleet
@@ -49,13 +56,14 @@ AZURE_NO_SUBSCRIPTION: Final = (
 # Any of these tells the azurerm provider how to authenticate without the Azure CLI.
 AZURE_CREDENTIAL_ENV: Final = ("ARM_CLIENT_ID", "ARM_USE_MSI", "ARM_USE_OIDC", "ARM_USE_CLI")
 AZURE_NOT_LISTED: Final = (
-    "azure: not listed (no Azure SDK installed; tags are set, find them with "
-    "`az resource list --tag gpufleet-preview=true`)"
+    "azure: not listed (gpufleet's lister takes a service principal or `az login`, not {how}); tags are "
+    "set, find them with `az resource list --tag gpufleet-preview=true`"
 )
-AZURE_NOT_LISTED_WITH_SDK: Final = (
-    "azure: not listed (gpufleet has no Azure lister yet; tags are set, find them with "
-    "`az resource list --tag gpufleet-preview=true`)"
-)
+ARM_URL: Final = "https://management.azure.com"
+ARM_SCOPE: Final = "https://management.azure.com/.default"
+AUTHORITY_URL: Final = "https://login.microsoftonline.com"  # AZURE_AUTHORITY_HOST overrides it
+MANAGED_CLUSTERS_API_VERSION: Final = "2024-09-01"
+ARM_TIMEOUT_S: Final = 30
 _REFERENCE: Final = re.compile(r"^\$\{([a-z0-9_]+)\.([A-Za-z0-9_-]+)\.([a-z_]+)\}$")
 
 
@@ -93,6 +101,119 @@ def _resolved(stack: Json, value: Any) -> str:
         target = stack.get("resource", {}).get(rtype, {}).get(rid, {})
         return _resolved(stack, target.get(attribute)) if isinstance(target, dict) else ""
     return "" if "${" in text else text
+
+
+class ArmApi(Protocol):
+    """What the lister needs of Azure Resource Manager: the JSON of an authenticated GET."""
+
+    def get(self, url: str) -> dict[str, Any]: ...
+
+
+class ArmClient:
+    """GETs against Azure Resource Manager with a bearer token (requests, no Azure SDK)."""
+
+    def __init__(self, token: str, base_url: str = ARM_URL) -> None:
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, url: str) -> dict[str, Any]:
+        """url: a path under base_url, or a full URL (ARM's nextLink)."""
+        import requests
+
+        full = url if url.startswith(("http://", "https://")) else f"{self.base_url}{url}"
+        try:
+            response = self.session.get(full, timeout=ARM_TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise FleetRuntimeError(
+                f"azure: Resource Manager did not answer ({exc.__class__.__name__})"
+            ) from None
+        if response.status_code in (401, 403):
+            code = _arm_error_code(response.text) or str(response.status_code)
+            raise UserError(
+                f"azure: cannot list AKS clusters ({code}); check the credentials and allow "
+                "Microsoft.ContainerService/managedClusters/read on the subscription"
+            )
+        if response.status_code != 200:
+            code = _arm_error_code(response.text) or f"HTTP {response.status_code}"
+            raise FleetRuntimeError(f"azure: listing AKS clusters failed ({code})")
+        try:
+            body = response.json()
+        except ValueError:
+            raise FleetRuntimeError(
+                "azure: Resource Manager answered with something other than JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise FleetRuntimeError("azure: Resource Manager answered with an unexpected JSON document")
+        return body
+
+
+def _arm_error_code(text: str) -> str | None:
+    try:
+        error = json.loads(text).get("error", {})
+    except (ValueError, AttributeError):
+        return None
+    return str(error.get("code")) if isinstance(error, dict) and error.get("code") else None
+
+
+def arm_token(environ: Mapping[str, str], which: Which = shutil.which) -> str:
+    """A Resource Manager token: the service principal azurerm would use, else the Azure CLI's login.
+
+    UserError (naming what to set) when neither is there; a managed identity or OIDC setup is named too.
+    """
+    import requests
+
+    client_id, secret, tenant = (
+        environ.get(n) for n in ("ARM_CLIENT_ID", "ARM_CLIENT_SECRET", "ARM_TENANT_ID")
+    )
+    if client_id and secret and tenant:
+        authority = environ.get("AZURE_AUTHORITY_HOST", AUTHORITY_URL).rstrip("/")
+        form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+        try:
+            response = requests.post(
+                f"{authority}/{tenant}/oauth2/v2.0/token",
+                data=form | {"scope": ARM_SCOPE},
+                timeout=ARM_TIMEOUT_S,
+            )
+        except requests.RequestException as exc:
+            raise FleetRuntimeError(
+                f"azure: the token endpoint did not answer ({exc.__class__.__name__})"
+            ) from None
+        token = response.json().get("access_token") if response.status_code == 200 else None
+        if not token:
+            raise UserError(
+                f"azure: the service principal ARM_CLIENT_ID={client_id} was refused a token "
+                f"(HTTP {response.status_code}); check ARM_CLIENT_SECRET and ARM_TENANT_ID"
+            )
+        return str(token)
+    if which("az") is not None and not (environ.get("ARM_USE_MSI") or environ.get("ARM_USE_OIDC")):
+        cmd = [
+            "az",
+            "account",
+            "get-access-token",
+            "--resource",
+            ARM_URL,
+            "--query",
+            "accessToken",
+            "-o",
+            "tsv",
+        ]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=ARM_TIMEOUT_S, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise UserError(f"azure: `az account get-access-token` failed ({exc}); run `az login`") from None
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+        raise UserError(
+            "azure: the Azure CLI has no login (`az account get-access-token` failed); run `az login`"
+        )
+    raise UserError(AZURE_NO_CREDENTIALS)
+
+
+def _default_arm() -> ArmApi:
+    return ArmClient(arm_token(os.environ))
 
 
 class Azure:
@@ -133,14 +254,34 @@ class Azure:
     def list_clusters(
         self, places: Sequence[str], tag: tuple[str, str], client: ClientFactory | None = None
     ) -> Listing:
-        """Nothing listed, and a note saying so (and how to look by hand)."""
+        """AKS clusters of the subscription (ARM_SUBSCRIPTION_ID) whose tags hold `tag`, all regions."""
         if not places:
             return Listing()
-        try:
-            has_sdk = importlib.util.find_spec("azure.mgmt.containerservice") is not None
-        except ModuleNotFoundError:  # no azure namespace package at all
-            has_sdk = False
-        return Listing(notes=(AZURE_NOT_LISTED_WITH_SDK if has_sdk else AZURE_NOT_LISTED,))
+        if client is None and (os.environ.get("ARM_USE_MSI") or os.environ.get("ARM_USE_OIDC")):
+            how = "a managed identity" if os.environ.get("ARM_USE_MSI") else "OIDC federation"
+            return Listing(notes=(AZURE_NOT_LISTED.format(how=how),))
+        subscription = os.environ.get("ARM_SUBSCRIPTION_ID")
+        if not subscription:
+            raise UserError(AZURE_NO_SUBSCRIPTION)
+        arm: ArmApi = (client or _default_arm)()
+        key, value = tag
+        found: list[TaggedCluster] = []
+        url: str | None = (
+            f"/subscriptions/{subscription}/providers/Microsoft.ContainerService/managedClusters"
+            f"?api-version={MANAGED_CLUSTERS_API_VERSION}"
+        )
+        while url:
+            page = arm.get(url)
+            for cluster in page.get("value", []):
+                tags = dict(cluster.get("tags") or {})
+                if tags.get(key) == value:
+                    name = str(cluster.get("name", ""))
+                    resource_id = str(cluster.get("id", name))
+                    found.append(
+                        TaggedCluster(self.name, str(cluster.get("location", "")), name, resource_id, tags)
+                    )
+            url = page.get("nextLink")
+        return Listing(tuple(found))
 
     # -- prices --------------------------------------------------------------------------------------
     def price_stack(self, stack: Json, prices: CloudPrices) -> PricedStack | None:

@@ -32,7 +32,7 @@ from pipelines.previews import inventory, lifecycle
 from pipelines.previews import synth as preview_synth
 from pipelines.previews.inventory import CloudClients, PreviewRecord, group_previews, list_previews
 from pipelines.previews.lifecycle import preflight, preview_destroyer, preview_down, preview_up, sweep
-from pipelines.previews.pricing import estimate_from_synth
+from pipelines.previews.pricing import estimate_from_synth, estimate_preview
 from pipelines.previews.synth import PreviewTarget, preview_stack_context
 from stacks.context import TAG_BASE_ENVIRONMENT, TAG_OWNER, Preview, StackContext
 from stacks.synth import SynthOptions
@@ -235,6 +235,15 @@ def test_preview_above_the_cost_cap_is_refused_after_synth_before_deploy(tmp_pat
     assert shown == [pytest.approx(3 * G5_XLARGE * 24)]
     assert "(20)" in message and "\n" not in message
     assert len(synth.calls) == 1 and runner.calls == []  # synthesized and priced, never deployed
+
+
+def test_a_sizing_estimate_synthesizes_a_preview_and_prices_it(tmp_path: Path) -> None:
+    synth = Recorder(stacks=("pv-a", "pv-b"), stack=gpu_nodes_stack(2))
+    estimate = estimate_preview(tmp_path / "f.yaml", example_fleet(), tmp_path / "sizing", synth=synth.synth)
+    [(clouds, options, outdir)] = synth.calls
+    assert clouds == ["aws", "gcp", "azure"] and outdir == tmp_path / "sizing"
+    assert options.branch is not None and options.environment == "prod"  # a preview, not prod's stacks
+    assert estimate.usd_per_hour == pytest.approx(2 * 2 * G5_XLARGE)
 
 
 @pytest.fixture
@@ -565,11 +574,6 @@ def test_aws_without_credentials_is_a_user_error(bare_machine: Path) -> None:
     assert str(raised.value) == aws_cloud.AWS_NO_CREDENTIALS
 
 
-def test_azure_is_not_listed_and_says_so(aws: CloudClients) -> None:
-    found = list_previews(example_fleet(), aws, clouds=["aws", "azure"])
-    assert azure.AZURE_NOT_LISTED in found.notes
-
-
 # ---------------------------------------------------------------------------------------------------
 # Down and sweep destroy what the tags say, in the state the tags name, and check it is gone
 
@@ -688,6 +692,28 @@ def test_down_destroys_by_the_tags_and_verifies(moto_eks: MotoEks, ready: Path, 
         "a",
         "b",
     ]
+
+
+def test_what_the_check_could_not_look_at_is_reported_not_taken_as_gone(
+    moto_eks: MotoEks, ready: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARM_USE_MSI", "true")  # a managed identity: the AKS lister cannot look
+    fleet = example_fleet()
+    env = preview_environment("feature/azure-too")
+    cluster = eks_name(fleet, env)
+    moto_eks.create(cluster, preview_tags(fleet, "feature/azure-too", NOW - HOUR))
+    result = preview_down(
+        tmp_path / "f.yaml",
+        fleet,
+        "feature/azure-too",
+        tmp_path / "out" / env,
+        moto_eks.destroying_runner({env: [cluster]}),
+        yes=True,
+        lister=lambda fleet: list_previews(fleet, moto_eks.clients, clouds=["aws", "azure"]),
+        repo_root=ready,
+        synth=Recorder(stacks=("a",)).synth_target,
+    )
+    assert result.unverified == (azure.AZURE_NOT_LISTED.format(how="a managed identity"),)
 
 
 def test_down_of_a_preview_not_found_is_a_user_error(moto_eks: MotoEks, ready: Path, tmp_path: Path) -> None:
