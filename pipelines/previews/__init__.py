@@ -1,3 +1,3 @@
-"""Per-branch preview environments: cost estimates (pricing), finding them by tag (inventory),
-up/down and the expiry sweep (lifecycle). Plain Python: nothing here imports cdktf; only the synth
-subprocesses do."""
+"""Per-branch preview environments: cost estimates priced from the synthesized stacks (pricing),
+finding them by tag through each cloud's lister in gpufleet/clouds (inventory), up/down and the
+expiry sweep (lifecycle). Plain Python: nothing here imports cdktf; only the synth subprocesses do."""

@@ -1,8 +1,8 @@
 """Bring a branch's preview up and down, and sweep expired previews.
 
 `preview_up`: name, synth, estimate (priced from that synth), cost cap, preflight, deploy. Nothing is
-created in a cloud before the estimate has passed the cap; a refused preview leaves only its local
-synth output.
+created in a cloud before the estimate has passed the cap, and a refused preview leaves no synth
+output behind (unless its folder held an earlier one).
 
 `preview_down` and the sweep destroy a preview as its tags describe it: its base environment (whose
 state bucket holds its state) comes from its own gpufleet-base-environment tag, never from a default,
@@ -208,11 +208,17 @@ def preview_up(
         raise UserError(CDKTF_PYTHON_MISSING)
     expires_at = preview_expiry(fleet, time.time() if now is None else now)
     options = SynthOptions(fleet_file, base_environment, branch=branch, owner=owner, expires_at=expires_at)
+    fresh = not outdir.exists()
     stacks = _stack_names(synth(clouds, options, outdir))
     estimate = estimate_from_synth(outdir)
     if show_estimate is not None:
         show_estimate(estimate)
-    check_cost_cap(fleet, estimate)
+    try:
+        check_cost_cap(fleet, estimate)
+    except UserError:
+        if fresh:  # a refused first preview leaves nothing behind; an earlier synth's folder stays
+            shutil.rmtree(outdir, ignore_errors=True)
+        raise
     # After the cap: what a preview costs can be learnt without cloud credentials or Terraform.
     command = _require_ready(fleet, clouds, repo_root)
     cmd = _run_cdktf(
@@ -225,7 +231,7 @@ def preview_up(
         yes=yes,
         repo_root=repo_root,
         after_failure="fix the error above and rerun, or remove what was created with "
-        f"`gpufleet preview down --branch {branch}`",
+        f"`gpufleet preview down --branch {branch} --env {base_environment}`",
     )
     return PreviewResult(environment, "deploy", stacks, estimate, cmd, expires_at)
 
@@ -300,7 +306,32 @@ def destroy_preview(
             f"preview {summary.environment} belongs to fleet {summary.fleet}, not {fleet.name}; "
             "destroy it with that fleet's file"
         )
-    target = preview_target(summary)
+    return _destroy_target(
+        fleet_file,
+        fleet,
+        preview_target(summary),
+        outdir,
+        runner,
+        yes,
+        lister,
+        repo_root,
+        synth,
+        after_failure,
+    )
+
+
+def _destroy_target(
+    fleet_file: Path,
+    fleet: Fleet,
+    target: PreviewTarget,
+    outdir: Path,
+    runner: Runner,
+    yes: bool,
+    lister: Lister,
+    repo_root: Path,
+    synth: TargetSynth,
+    after_failure: str,
+) -> PreviewResult:
     clouds = fleet_clouds(fleet)
     command = _require_ready(fleet, clouds, repo_root)
     stacks = _stack_names(synth(clouds, fleet_file, target, outdir))
@@ -309,29 +340,15 @@ def destroy_preview(
         command,
         "destroy",
         stacks,
-        environment=summary.environment,
+        environment=target.environment,
         outdir=outdir,
         runner=runner,
         yes=yes,
         repo_root=repo_root,
         after_failure=after_failure,
     )
-    unverified = verify_destroyed(fleet, summary.environment, lister)
-    return PreviewResult(summary.environment, "destroy", stacks, estimate, cmd, unverified=unverified)
-
-
-def find_preview(fleet: Fleet, environment: str, lister: Lister = list_previews) -> PreviewSummary:
-    """The fleet's preview `environment` as its tags describe it; UserError when none is found."""
-    inventory = lister(fleet)
-    records = [r for r in inventory.records if r.environment == environment and r.fleet == fleet.name]
-    if not records:
-        unseen = f" (not looked at: {'; '.join(inventory.notes)})" if inventory.notes else ""
-        raise UserError(
-            f"no cluster of preview {environment} of fleet {fleet.name} found by its tags{unseen}; "
-            "nothing to destroy (check the branch name with `gpufleet preview list`)"
-        )
-    [summary] = group_previews(records)
-    return summary
+    unverified = verify_destroyed(fleet, target.environment, lister)
+    return PreviewResult(target.environment, "destroy", stacks, estimate, cmd, unverified=unverified)
 
 
 def preview_down(
@@ -342,15 +359,61 @@ def preview_down(
     runner: Runner = run_command,
     yes: bool = False,
     *,
+    base_environment: str | None = None,
     lister: Lister = list_previews,
     repo_root: Path = REPO_ROOT,
     synth: TargetSynth = synth_preview_target,
 ) -> PreviewResult:
     """Destroy the branch's preview (all of its stacks, every cloud of the fleet) in the state of the base
-    environment its tags name, and check afterwards that its tags no longer find it."""
-    summary = find_preview(fleet, preview_environment(branch), lister)
-    return destroy_preview(
-        fleet_file, fleet, summary, outdir, runner, yes, lister=lister, repo_root=repo_root, synth=synth
+    environment its tags name, and check afterwards that its tags no longer find it.
+
+    base_environment: only what the user passed explicitly (--env), never a default. With clusters found
+    it must agree with their tag; with none found (a failed `preview up` can leave a network and NAT
+    gateways but no cluster) it is the only way to say which state holds the rest.
+    """
+    environment = preview_environment(branch)
+    inventory = lister(fleet)
+    records = [r for r in inventory.records if r.environment == environment and r.fleet == fleet.name]
+    if records:
+        [summary] = group_previews(records)
+        tagged = preview_target(summary).base_environment
+        if base_environment is not None and base_environment != tagged:
+            raise UserError(
+                f"--env {base_environment}: preview {environment} was made with --env {tagged} (its "
+                f"{TAG_BASE_ENVIRONMENT} tag); leave out --env or pass --env {tagged}"
+            )
+        return destroy_preview(
+            fleet_file, fleet, summary, outdir, runner, yes, lister=lister, repo_root=repo_root, synth=synth
+        )
+    if base_environment is None:
+        unseen = f" (not looked at: {'; '.join(inventory.notes)})" if inventory.notes else ""
+        raise UserError(
+            f"no cluster of preview {environment} of fleet {fleet.name} found by its tags{unseen}; if a "
+            "failed `preview up` left other resources (network, NAT gateways), rerun with --env <the "
+            "environment it was made with>; check the branch name with `gpufleet preview list`"
+        )
+    problem = environment_problem(base_environment)
+    if problem:
+        raise UserError(f"--env: {problem}")
+    target = PreviewTarget(
+        environment=environment,
+        branch=branch,
+        owner="unknown",
+        expires_at=0,  # no tags to keep: what is destroyed carries no plan-time drift that matters
+        ttl_hours=fleet.previews.ttl_hours,
+        base_environment=base_environment,
+    )
+    return _destroy_target(
+        fleet_file,
+        fleet,
+        target,
+        outdir,
+        runner,
+        yes,
+        lister,
+        repo_root,
+        synth,
+        "fix the error above and rerun",
     )
 
 

@@ -235,6 +235,7 @@ def test_preview_above_the_cost_cap_is_refused_after_synth_before_deploy(tmp_pat
     assert shown == [pytest.approx(3 * G5_XLARGE * 24)]
     assert "(20)" in message and "\n" not in message
     assert len(synth.calls) == 1 and runner.calls == []  # synthesized and priced, never deployed
+    assert not (tmp_path / "out").exists()  # and nothing left behind
 
 
 def test_a_sizing_estimate_synthesizes_a_preview_and_prices_it(tmp_path: Path) -> None:
@@ -718,13 +719,59 @@ def test_what_the_check_could_not_look_at_is_reported_not_taken_as_gone(
 
 def test_down_of_a_preview_not_found_is_a_user_error(moto_eks: MotoEks, ready: Path, tmp_path: Path) -> None:
     runner = Recorder()
-    with pytest.raises(UserError, match="nothing to destroy"):
+    with pytest.raises(UserError, match="no cluster of preview .* found by its tags.*--env") as raised:
         preview_down(
             tmp_path / "f.yaml",
             example_fleet(),
             "feature/none",
             tmp_path / "out",
             runner.run,
+            lister=moto_eks.lister(),
+            repo_root=ready,
+            synth=Recorder(stacks=("s",)).synth_target,
+        )
+    assert "\n" not in str(raised.value) and runner.calls == []
+
+
+def test_down_without_a_cluster_destroys_in_the_environment_named_explicitly(
+    moto_eks: MotoEks, ready: Path, tmp_path: Path
+) -> None:
+    # A `preview up` that failed before its cluster existed left a network behind: no tags to read.
+    runner, synth = Recorder(), Recorder(stacks=("s",))
+    result = preview_down(
+        tmp_path / "f.yaml",
+        example_fleet(),
+        "feature/half-made",
+        tmp_path / "out",
+        runner.run,
+        base_environment="staging",
+        lister=moto_eks.lister(),
+        repo_root=ready,
+        synth=synth.synth_target,
+    )
+    [(_, _, target, _)] = synth.calls
+    assert (target.environment, target.base_environment) == (
+        preview_environment("feature/half-made"),
+        "staging",
+    )
+    assert result.action == "destroy" and len(runner.calls) == 1
+
+
+def test_down_refuses_an_env_that_contradicts_the_tags(
+    moto_eks: MotoEks, ready: Path, tmp_path: Path
+) -> None:
+    fleet = example_fleet()
+    env = preview_environment("feature/tagged")
+    moto_eks.create(eks_name(fleet, env), preview_tags(fleet, "feature/tagged", NOW - HOUR, base="staging"))
+    runner = Recorder()
+    with pytest.raises(UserError, match="made with --env staging"):
+        preview_down(
+            tmp_path / "f.yaml",
+            fleet,
+            "feature/tagged",
+            tmp_path / "out",
+            runner.run,
+            base_environment="prod",
             lister=moto_eks.lister(),
             repo_root=ready,
             synth=Recorder(stacks=("s",)).synth_target,
