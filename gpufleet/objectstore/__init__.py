@@ -130,7 +130,11 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def stored_metadata(self, key: str) -> dict[str, str] | None:
-        """The object's metadata (without reading its bytes); None when it does not exist."""
+        """The object's metadata (without reading its bytes); None when it does not exist.
+
+        On S3 and GCS a missing bucket reads the same way (their metadata request is a bare 404);
+        writes and listings name the bucket.
+        """
 
     @abc.abstractmethod
     def read(self, key: str) -> StoredObject | None:

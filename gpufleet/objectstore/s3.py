@@ -8,6 +8,7 @@ answered 412 PreconditionFailed when refused; AWS S3 has them since 2024 and mot
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from gpufleet.objectstore import (
 )
 
 _REFUSED = "PreconditionFailed"
-# A conditional write racing another one on the same key can also be answered 409.
+# AWS answers 409 when a conditional write overlaps another write of the key; AWS says to retry it.
 _CONFLICT = "ConditionalRequestConflict"
+_CONFLICT_ATTEMPTS = 3
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
@@ -81,7 +83,11 @@ class S3Store(ObjectStore):
             except ClientError as exc:
                 if _code(exc) not in _MISSING and _code(exc) != "NoSuchBucket":
                     raise
-                self.s3.create_bucket(Bucket=self.bucket)
+                region = self.s3.meta.region_name
+                where = {} if region in (None, "us-east-1") else {"LocationConstraint": region}
+                self.s3.create_bucket(
+                    Bucket=self.bucket, **({"CreateBucketConfiguration": where} if where else {})
+                )
 
     def put_file(
         self, key: str, source: Path | bytes, *, sha256: str, metadata: Mapping[str, str] | None = None
@@ -142,13 +148,19 @@ class S3Store(ObjectStore):
         return self._conditional_put(key, data, IfMatch=token)
 
     def _conditional_put(self, key: str, data: bytes, **condition: str) -> bool:
-        try:
-            self.s3.put_object(Bucket=self.bucket, Key=self.full_key(key), Body=data, **condition)
-        except ClientError as exc:
-            if _code(exc) in (_REFUSED, _CONFLICT) or (_code(exc) in _MISSING and "IfMatch" in condition):
-                return False
-            raise
-        return True
+        for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=self.full_key(key), Body=data, **condition)
+            except ClientError as exc:
+                if _code(exc) == _CONFLICT and attempt < _CONFLICT_ATTEMPTS:
+                    time.sleep(0.1 * attempt)
+                    continue
+                # IfMatch on a key that is gone: there is nothing left to swap.
+                if _code(exc) == _REFUSED or (_code(exc) in _MISSING and "IfMatch" in condition):
+                    return False
+                raise
+            return True
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _reason(self, exc: BaseException) -> str | None:
         # upload_file wraps the service's answer in S3UploadFailedError; the answer is the reason.

@@ -1,10 +1,12 @@
-"""Store URLs, settings and metadata checks: what is refused before any request is sent."""
+"""Store URLs, settings and metadata checks (refused before any request is sent), and S3 answers
+no emulator gives, stubbed."""
 
 from __future__ import annotations
 
 import sys
 
 import pytest
+from botocore.stub import Stubber
 
 from gpufleet.errors import UserError
 from gpufleet.objectstore import MiB, StoreError, TransferSettings, open_store
@@ -132,3 +134,31 @@ def test_put_file_refuses_bad_sha256_or_metadata_before_sending(
 def test_keys_are_relative_and_non_empty(key: str) -> None:
     with pytest.raises(ValueError, match="relative and non-empty"):
         open_store("s3://b/m", endpoint=UNUSED_ENDPOINT).full_key(key)
+
+
+def test_s3_conditional_write_conflict_is_retried_not_taken_as_refusal() -> None:
+    """AWS answers 409 ConditionalRequestConflict to overlapping writes and says retry (moto never does)."""
+    store = open_store("s3://b/m", endpoint=UNUSED_ENDPOINT)
+    assert isinstance(store, S3Store)
+    with Stubber(store.s3) as stub:
+        stub.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
+        stub.add_response("put_object", {"ETag": '"etag"'})
+        assert store.create_if_absent("locks/rollout", b"owner-a") is True
+    with Stubber(store.s3) as stub:
+        for _ in range(3):
+            stub.add_client_error(
+                "put_object", "ConditionalRequestConflict", "try again", http_status_code=409
+            )
+        with pytest.raises(
+            StoreError, match="create_if_absent 'locks/rollout' failed: ConditionalRequestConflict"
+        ):
+            store.create_if_absent("locks/rollout", b"owner-a")
+
+
+def test_blob_store_without_a_key_uses_azure_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.identity import DefaultAzureCredential
+
+    monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
+    store = open_store("https://fleetstore.blob.core.windows.net/models")
+    assert isinstance(store, BlobStore)
+    assert isinstance(store.container.credential, DefaultAzureCredential)
