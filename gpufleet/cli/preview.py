@@ -164,6 +164,13 @@ def preview_list_command(
 
 
 def _ask_before_destroying(expired: list[PreviewSummary]) -> bool:
+    import sys
+
+    if not sys.stdin.isatty():  # a job with nobody to answer: refuse rather than hang or guess
+        raise UserError(
+            f"preview sweep: {len(expired)} expired previews to destroy and no terminal to confirm on; "
+            "pass --yes to destroy them without asking (or --dry-run to list them)"
+        )
     console.print(f"{len(expired)} expired previews will be destroyed:")
     for p in expired:
         console.print(f"  {p.environment} (branch {p.branch}, owner {p.owner}, clouds {','.join(p.clouds)})")
