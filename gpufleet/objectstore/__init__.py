@@ -17,9 +17,10 @@ by tests/unit/test_objectstore.py:
 - replace_if_unchanged (compare-and-swap): S3 `IfMatch=ETag` works on moto; Blob ETag
   `IfNotModified` works on Azurite; GCS `ifGenerationMatch=N` is IGNORED by the emulator (a stale
   swap succeeds).
-- one big file in parts: S3 multipart with parts in parallel (moto); Blob blocks in parallel
-  (Azurite); GCS XML multipart (`upload_chunks_concurrently`) is answered 501 by the emulator, whose
-  resumable chunked upload (chunks one after another) works instead.
+- one big file in parts (the part count is what the tests check; up to `max_concurrency` parts are
+  in flight at once): S3 multipart works on moto, Blob blocks on Azurite; GCS XML multipart
+  (`upload_chunks_concurrently`) is answered 501 by the emulator, whose resumable chunked upload
+  (chunks one after another) works instead.
 
 Real GCS honours `ifGenerationMatch` and the XML multipart API; the emulator only lacks them. So the
 GCS code sends the preconditions everywhere, and against the emulator the tests show them ignored
