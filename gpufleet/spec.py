@@ -118,6 +118,9 @@ class GpuPool(_Model):
     max_nodes: int = Field(default=2, ge=1)
     spot: bool = False
     disk_gb: int = Field(default=100, ge=50)
+    # gcp only: the zones of the region the pool's nodes may use (default: every zone of the region that
+    # offers the pool's GPU, from the catalog).
+    zones: Annotated[list[str], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
@@ -159,7 +162,8 @@ class _CloudCluster(_Model):
     name: str
     wave: Wave = 1
     region: str
-    kubernetes_version: KubernetesVersion = "1.31"
+    # A version the cluster's cloud can create today (gpufleet/data/kubernetes_versions.yaml).
+    kubernetes_version: KubernetesVersion = catalog.default_kubernetes_version()
     gpu_pools: Annotated[list[GpuPool], Field(min_length=1)]
     # The Kubernetes API is reachable only from inside the cluster's network unless this is true; then
     # also from public_access_cidrs (EKS public endpoint, GKE master authorized networks, AKS
@@ -183,6 +187,19 @@ class _CloudCluster(_Model):
                 "or [0.0.0.0/0] to allow everyone"
             )
             raise _rule_error([("public_access_cidrs", problem)])
+        return self
+
+    @model_validator(mode="after")
+    def _kubernetes_version_can_be_created(self) -> Self:
+        versions = catalog.kubernetes_versions()
+        supported = versions.by_cloud[self.cloud]
+        if self.kubernetes_version not in supported:
+            problem = (
+                f"{self.cloud} cannot create a cluster with Kubernetes {self.kubernetes_version} "
+                f"(as of {versions.as_of}); use one of {', '.join(supported)} "
+                "(gpufleet/data/kubernetes_versions.yaml)"
+            )
+            raise _rule_error([("kubernetes_version", problem)])
         return self
 
     @model_validator(mode="after")
@@ -216,12 +233,45 @@ class _CloudCluster(_Model):
                 problems.append((f"{where}.gpu_type", f"{has}; set gpu_type: {known.gpu} or remove it"))
             if pool.gpu_count is not None and pool.gpu_count != known.gpus:
                 problems.append((f"{where}.gpu_count", f"{has}; set gpu_count: {known.gpus} or remove it"))
+            problems += [(f"{where}.{field}", message) for field, message in self._zone_problems(pool, known)]
             matches.append((pool, known))
         if problems:
             raise _rule_error(problems)
         for pool, known in matches:
             pool.gpu_type, pool.gpu_count = known.gpu, known.gpus
         return self
+
+    def _zone_problems(self, pool: GpuPool, known: catalog.InstanceType) -> list[tuple[str, str]]:
+        """GKE pools are pinned to zones that offer their GPU; other clouds take no zones."""
+        if self.cloud != "gcp":
+            if pool.zones is not None:
+                return [("zones", f"zones are only used by gcp pools, not on {self.cloud}; remove zones")]
+            return []
+        offered = catalog.gcp_accelerator_zones(known.accelerator or "")
+        if offered is None:  # the catalog's own consistency check makes this unreachable
+            return [("instance_type", f"no zone data for {known.name}; please report this as a gpufleet bug")]
+        in_region = offered.by_region.get(self.region)
+        if not in_region:
+            regions = ", ".join(sorted(offered.by_region))
+            return [
+                (
+                    "instance_type",
+                    f"{known.name} ({known.accelerator}) is offered in no zone of {self.region} as far as "
+                    f"gpufleet's catalog knows (as of {offered.as_of}); use a region that has it: {regions}",
+                )
+            ]
+        problems: list[tuple[str, str]] = []
+        zones = pool.zones or []
+        use = f"use some of {', '.join(in_region)}"
+        for i, zone in enumerate(zones):
+            if zone in zones[:i]:
+                problems.append((f"zones[{i}]", f"{zone} is listed twice; remove the repeat"))
+            elif not zone.startswith(f"{self.region}-"):
+                problems.append((f"zones[{i}]", f"{shown(zone)} is not a zone of {self.region}; {use}"))
+            elif zone not in in_region:
+                offers = f"does not offer {known.accelerator} (as of {offered.as_of})"
+                problems.append((f"zones[{i}]", f"{zone} {offers}; {use}"))
+        return problems
 
 
 def _cluster_name(cloud: str) -> AfterValidator:
@@ -250,6 +300,15 @@ class GcpCluster(_CloudCluster):
     name: Annotated[str, _cluster_name("gcp")]
     region: Annotated[str, _region("gcp")]
     project: Annotated[str, _checked(naming.gcp_project_problem)]
+
+    def gpu_pool_zones(self, pool: GpuPool) -> list[str]:
+        """The zones a GPU pool's nodes use: the pool's own list, else every zone of the region that
+        offers its GPU (validation guarantees there is at least one)."""
+        if pool.zones:
+            return list(pool.zones)
+        known = catalog.instance_type("gcp", pool.instance_type)
+        offered = catalog.gcp_accelerator_zones(known.accelerator or "") if known else None
+        return list(offered.by_region.get(self.region, ())) if offered else []
 
 
 class AzureCluster(_CloudCluster):
@@ -481,22 +540,46 @@ class Rollout(_Model):
         return steps
 
 
+DEFAULT_OWNER_TAG = "gpufleet-owner"
+# gpufleet's own tag keys (stacks/context.py): an owner tag must not overwrite one of them.
+_GPUFLEET_TAG_PREFIX = "gpufleet-"
+MAX_PREVIEW_GPU_NODES = 16
+
+
 def _owner_tag_problem(tag: str) -> str | None:
-    # The tag goes on resources in all three clouds; GCP labels are the strictest format.
-    if re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", tag):
-        return None
-    return (
-        f"{shown(tag)} is not usable as a cloud label value; use up to 63 lowercase letters, digits, "
-        "'_' and '-', starting with a letter"
+    # The key goes on resources in all three clouds; GCP label keys are the strictest format (which also
+    # keeps out AWS's reserved "aws:" prefix and the characters Azure refuses in tag names).
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", tag):
+        return (
+            f"{shown(tag)} is not usable as a tag key on every cloud; use up to 63 lowercase letters, "
+            "digits, '_' and '-', starting with a letter (e.g. owner)"
+        )
+    if tag.startswith(_GPUFLEET_TAG_PREFIX) and tag != DEFAULT_OWNER_TAG:
+        return (
+            f"{shown(tag)} would collide with gpufleet's own gpufleet-* tags; use {DEFAULT_OWNER_TAG} or "
+            "your organisation's key (e.g. owner)"
+        )
+    return None
+
+
+def _preview_gpu_nodes_problem(nodes: int) -> int:
+    if 0 <= nodes <= MAX_PREVIEW_GPU_NODES:
+        return nodes
+    raise ValueError(
+        f"must be between 0 and {MAX_PREVIEW_GPU_NODES}, got {nodes}; use at most {MAX_PREVIEW_GPU_NODES} "
+        "GPU nodes per preview pool, or 0 for previews without GPU pools"
     )
 
 
 class Previews(_Model):
     ttl_hours: int = Field(default=72, ge=1, le=720)
     cost_cap_usd_per_day: float = Field(default=50, gt=0)
+    # Preview GPU pools run on spot capacity when true (whatever the pool says).
     spot: bool = True
-    max_gpu_nodes: int = Field(default=1, ge=0, le=1)
-    owner_tag: Annotated[str, _checked(_owner_tag_problem)] = "gpufleet"
+    # Per-pool cap on a preview's GPU nodes (max_nodes = min(pool max_nodes, this)); 0: no GPU pools.
+    max_gpu_nodes: Annotated[int, AfterValidator(_preview_gpu_nodes_problem)] = 1
+    # The tag KEY under which a preview's owner is recorded (organisations often mandate one, e.g. owner).
+    owner_tag: Annotated[str, _checked(_owner_tag_problem)] = DEFAULT_OWNER_TAG
 
 
 RestoreItem = Literal["models", "rollout_state", "monitoring"]

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from gpufleet.environments import (
     DEFAULT_ENVIRONMENT,
+    PREVIEW_PREFIX,
     environment_problem,
     preview_environment,
     preview_environment_problem,
 )
 from gpufleet.errors import FleetRuntimeError, UserError
 from gpufleet.spec import FleetSpecError, load_fleet
-from stacks.context import StackContext
+from stacks.context import OUTDIR_ENV, StackContext
 from stacks.synth import CLOUD_ORDER, SynthOptions, synth_fleet
 
 
@@ -43,6 +44,14 @@ def context_for(args: argparse.Namespace) -> StackContext:
     problem = environment_problem(args.env)
     if problem:
         raise UserError(f"--env: {problem}")
+    if args.env.startswith(PREVIEW_PREFIX):
+        # A pv- name here would synthesize a full-size environment that preview sweeps then treat as
+        # a preview; previews are sized, tagged and destroyed only through the preview options.
+        raise UserError(
+            f"--env (or GPUFLEET_ENV): {args.env!r} starts with {PREVIEW_PREFIX!r}, which is reserved for "
+            f"previews; pass --preview-env {args.env} (or --branch BRANCH) for a preview, and a normal "
+            "environment (default prod) as --env"
+        )
     if args.preview_env or args.branch:
         env = args.preview_env or preview_environment(args.branch)
         problem = preview_environment_problem(env)
@@ -57,7 +66,14 @@ def context_for(args: argparse.Namespace) -> StackContext:
             args.expires_at,
             args.env,
         )
-    return StackContext(fleet=fleet, environment=args.env, base_environment=args.env)
+    return StackContext(
+        fleet=fleet,
+        environment=args.env,
+        base_environment=args.env,
+        fleet_dir=Path(args.file).resolve().parent,
+        # The final output folder: a cloud's process may be synthesizing into a staging folder.
+        outdir=Path(os.environ.get(OUTDIR_ENV) or args.out).resolve(),
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -73,8 +89,9 @@ def main(argv: list[str]) -> int:
         clouds = sorted({c.cloud for c in ctx.fleet.cloud_clusters()})
         if not clouds:
             raise UserError(f"{args.file}: clusters: no aws, gcp or azure cluster; nothing to synthesize")
-        # One expiry for every cloud's process: computed here, passed down.
+        # One expiry for every cloud's process: computed here, passed down; likewise the final folder.
         expires_at = ctx.preview.expires_at if ctx.preview else None
+        os.environ[OUTDIR_ENV] = str(Path(args.out).resolve())
         options = SynthOptions(
             Path(args.file), args.env, args.branch, args.owner, expires_at, args.preview_env, args.ttl_hours
         )

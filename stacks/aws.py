@@ -1,16 +1,19 @@
 """AWS stacks of an environment: one shared stack (model store, remote state) and one stack per EKS cluster.
 
 The shared stack lives in the *store region*: the region of the first AWS cluster in fleet.yaml. The model
-store bucket, the state bucket and the lock table are there; every AWS cluster stack keeps its state in that
-bucket and reads models from that store, whatever its own region.
+store bucket and the state bucket are there; every AWS cluster stack keeps its state in that bucket and
+reads models from that store, whatever its own region. stacks/app.py composes the stacks (cluster stacks
+depend on the shared one); sizes come from the environment profile (stacks/profile.py).
 
 Previews add only cluster stacks: they reuse the base environment's store and state bucket (ctx names them),
-under their own state keys, with small spot pools and a single NAT gateway.
+under their own state keys.
 """
 
 from __future__ import annotations
 
-from cdktf import App, LocalBackend, S3Backend, TerraformOutput, TerraformStack
+from collections.abc import Sequence
+
+from cdktf import LocalBackend, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider
 from constructs import Construct
 
@@ -30,13 +33,8 @@ from modules.aws.node_group import (
     NodeIamRole,
     NodeIamRoleProps,
 )
-from modules.aws.state_backend import StateBackend, StateBackendProps, lock_table_name
-from modules.aws.system_node_group import (
-    PREVIEW_SIZE,
-    PRODUCTION_SIZE,
-    SystemNodeGroup,
-    SystemNodeGroupProps,
-)
+from modules.aws.state_backend import StateBackend, StateBackendProps, use_s3_state
+from modules.aws.system_node_group import SystemNodeGroup, SystemNodeGroupProps
 from modules.aws.triton_identity import TritonIdentity, TritonIdentityProps
 from stacks.context import StackContext
 
@@ -45,6 +43,9 @@ EKS_CLUSTER_NAME_MAX_LENGTH = 100
 S3_BUCKET_NAME_MAX_LENGTH = 63
 # Prefix of the per-cluster resource names; suffixes are fitted to each service's own limit.
 RESOURCE_BASE_MAX_LENGTH = 40
+SYSTEM_NODE_GROUP_NAME = "system"
+# S3 lock files (use_lockfile) and conditional import blocks (import-if-exists of the EKS log group).
+TERRAFORM_REQUIRED_VERSION = ">= 1.10"
 
 
 def aws_clusters(ctx: StackContext) -> list[AwsCluster]:
@@ -56,34 +57,19 @@ def store_region(ctx: StackContext) -> str:
     return aws_clusters(ctx)[0].region
 
 
-def add_stacks(app: App, ctx: StackContext) -> list[str]:
-    clusters = aws_clusters(ctx)
-    if not clusters:
-        return []
-    names: list[str] = []
-    if not ctx.is_preview:
-        name = ctx.stack_name("shared", CLOUD)
-        SharedStack(app, name, ctx)
-        names.append(name)
-    for cluster in clusters:
-        name = ctx.stack_name(cluster.name)
-        ClusterStack(app, name, ctx, cluster)
-        names.append(name)
-    return names
-
-
 class SharedStack(TerraformStack):
     """Model store, access-log bucket and remote-state backend of one environment."""
 
-    def __init__(self, scope: Construct, name: str, ctx: StackContext) -> None:
+    def __init__(
+        self, scope: Construct, name: str, ctx: StackContext, clusters: Sequence[AwsCluster]
+    ) -> None:
         super().__init__(scope, name)
         region = store_region(ctx)
         AwsProvider(self, "aws", region=region)
+        self.add_override("terraform.required_version", TERRAFORM_REQUIRED_VERSION)
         # Bootstrap: this stack creates the bucket every other stack keeps its state in, so its own state
-        # starts on local disk (terraform.<stack>.tfstate in the directory cdktf runs from; keep it safe).
-        # Once applied it can move into the bucket it made: switch this to an S3Backend and run
-        # `terraform init -migrate-state` in its cdktf.out/stacks/<stack> folder.
-        LocalBackend(self)
+        # starts on local disk, beside the fleet file (stacks/context.py BOOTSTRAP_STATE_DIR).
+        LocalBackend(self, path=ctx.bootstrap_state_path(name))
         tags = ctx.tags()
         account = AwsAccount(self, "account")
         access_logs = AccessLogBucket(
@@ -121,7 +107,6 @@ class SharedStack(TerraformStack):
         TerraformOutput(self, "store_url", value=store.url)
         TerraformOutput(self, "store_region", value=region)
         TerraformOutput(self, "state_bucket", value=state.bucket_name)
-        TerraformOutput(self, "lock_table", value=state.lock_table_name)
         TerraformOutput(self, "access_log_bucket", value=access_logs.bucket_name)
 
 
@@ -132,15 +117,14 @@ class ClusterStack(TerraformStack):
     def __init__(self, scope: Construct, name: str, ctx: StackContext, cluster: AwsCluster) -> None:
         super().__init__(scope, name)
         shared_region = store_region(ctx)
-        state_bucket = ctx.state_bucket(S3_BUCKET_NAME_MAX_LENGTH)
+        profile = ctx.profile.aws
         AwsProvider(self, "aws", region=cluster.region)
-        S3Backend(
+        self.add_override("terraform.required_version", TERRAFORM_REQUIRED_VERSION)
+        use_s3_state(
             self,
-            bucket=state_bucket,
+            bucket=ctx.state_bucket(S3_BUCKET_NAME_MAX_LENGTH),
             key=ctx.state_key(name),
             region=shared_region,
-            dynamodb_table=lock_table_name(state_bucket),
-            encrypt=True,
         )
         tags = ctx.tags()
         account = AwsAccount(self, "account")
@@ -170,7 +154,7 @@ class ClusterStack(TerraformStack):
                 account=account,
                 log_key_arn=logs_key.key_arn,
                 tags=tags,
-                single_nat_gateway=ctx.is_preview,
+                single_nat_gateway=not profile.nat_gateway_per_zone,
             ),
         )
         eks = EksCluster(
@@ -197,9 +181,14 @@ class ClusterStack(TerraformStack):
             SystemNodeGroupProps(
                 cluster_name=eks.name,
                 kubernetes_version=eks.version,
-                size=PREVIEW_SIZE if ctx.is_preview else PRODUCTION_SIZE,
-                node_group_name="system",
-                launch_template_name=fit_name(base, "system", max_length=LAUNCH_TEMPLATE_NAME_MAX_LENGTH),
+                min_size=profile.system_nodes.min_nodes,
+                max_size=profile.system_nodes.max_nodes,
+                spot=profile.system_nodes.spot,
+                instance_types=profile.system_instance_types,
+                node_group_name=SYSTEM_NODE_GROUP_NAME,
+                launch_template_name=fit_name(
+                    base, SYSTEM_NODE_GROUP_NAME, max_length=LAUNCH_TEMPLATE_NAME_MAX_LENGTH
+                ),
                 node_role=node_role,
                 subnet_ids=network.private_subnet_ids,
                 tags=tags,
@@ -207,7 +196,9 @@ class ClusterStack(TerraformStack):
         )
         gpu_groups: list[GpuNodeGroup] = []
         for pool in cluster.gpu_pools:
-            size = ctx.pool_size(pool)
+            size = ctx.profile.gpu_pool_size(pool)
+            if size.max_nodes == 0:  # a preview without GPU pools
+                continue
             gpu_groups.append(
                 GpuNodeGroup(
                     self,
@@ -272,7 +263,8 @@ class ClusterStack(TerraformStack):
         TerraformOutput(self, "cluster_autoscaler_namespace", value=autoscaler.namespace)
         TerraformOutput(self, "cluster_autoscaler_service_account", value=autoscaler.service_account)
         # The first pool's group (most fleets have one pool); every GPU group in node_group_names.
-        TerraformOutput(self, "node_group_name", value=gpu_groups[0].name)
+        if gpu_groups:
+            TerraformOutput(self, "node_group_name", value=gpu_groups[0].name)
         TerraformOutput(self, "node_group_names", value=[g.name for g in gpu_groups])
         TerraformOutput(self, "system_node_group_name", value=system_nodes.name)
         TerraformOutput(self, "store_url", value=store_url(store_bucket, prefix))

@@ -6,28 +6,29 @@ of the first Azure cluster in fleet.yaml. Every AKS cluster stack keeps its stat
 reads models from that store, whatever its own region.
 
 Previews add only cluster stacks: they reuse the base environment's store and state account (their names
-are derived from the base environment), under their own state keys, with small spot pools, the Free AKS
-tier and their own resource groups.
+are derived from the base environment), under their own state keys, in their own resource groups. The
+stacks are composed by stacks/app.py (a cluster stack grants Triton read access on the store container,
+so it depends on the shared stack); sizes and the SKU tier come from the environment profile
+(stacks/profile.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
-from cdktf import App, LocalBackend, TerraformOutput, TerraformStack
+from cdktf import LocalBackend, TerraformOutput, TerraformStack
 from constructs import Construct
 
 from gpufleet import catalog
 from gpufleet.environments import fit_name
 from gpufleet.errors import UserError
+from gpufleet.node_contract import gpu_node_labels, system_node_labels
 from gpufleet.spec import AzureCluster, GpuPool
 from modules.azure.aks_cluster import (
     AKS_CLUSTER_NAME_MAX_LENGTH,
     AKS_DNS_PREFIX_MAX_LENGTH,
     IDENTITY_NAME_MAX_LENGTH,
     NODE_RESOURCE_GROUP_NAME_MAX_LENGTH,
-    SKU_TIER_FREE,
-    SKU_TIER_STANDARD,
     AksCluster,
     AksClusterProps,
     SystemPoolSettings,
@@ -54,14 +55,6 @@ from modules.azure.triton_identity import TritonIdentity, TritonIdentityProps
 from stacks.context import StackContext
 
 CLOUD = "azure"
-# Kubernetes node labels that say what a GPU node offers (same keys on every cloud).
-LABEL_POOL = "gpufleet-pool"
-LABEL_GPU = "gpufleet-gpu"
-LABEL_GPU_ARCH = "gpufleet-gpu-arch"
-# Log ingestion cap for previews (GB/day): enough to debug, small enough not to matter on the bill.
-PREVIEW_LOG_QUOTA_GB = 1
-PREVIEW_SYSTEM_POOL = SystemPoolSettings(min_nodes=1, max_nodes=1)
-PRODUCTION_SYSTEM_POOL = SystemPoolSettings()
 PLATFORM_POOL_NAME = "platform"
 
 
@@ -122,25 +115,6 @@ def cluster_resource_group_name(ctx: StackContext, cluster: AzureCluster) -> str
 # -- stacks -------------------------------------------------------------------------------------------
 
 
-def add_stacks(app: App, ctx: StackContext) -> list[str]:
-    """Add this environment's Azure stacks to the app and return their names."""
-    clusters = azure_clusters(ctx)
-    if not clusters:
-        return []
-    names: list[str] = []
-    shared: AzureSharedStack | None = None
-    if not ctx.is_preview:
-        shared = AzureSharedStack(app, ctx.stack_name("shared", CLOUD), ctx, clusters[0].region)
-        names.append(shared.stack_name)
-    for cluster in clusters:
-        stack = AksClusterStack(app, ctx.stack_name(cluster.name), ctx, cluster)
-        if shared is not None:
-            # The cluster stack grants Triton read access on the store container: the container comes first.
-            stack.add_dependency(shared)
-        names.append(stack.stack_name)
-    return names
-
-
 def _provider(stack: TerraformStack, *, owns_resource_group_contents: bool) -> None:
     from cdktf_cdktf_provider_azurerm.provider import (
         AzurermProvider,
@@ -166,18 +140,20 @@ def _provider(stack: TerraformStack, *, owns_resource_group_contents: bool) -> N
     AzurermProvider(stack, "azurerm", features=[features])
 
 
-class AzureSharedStack(TerraformStack):
+class SharedStack(TerraformStack):
     """Model store, state account and their audit-log workspace for one environment, in its own group."""
 
     stack_name: str
 
-    def __init__(self, scope: Construct, stack_name: str, ctx: StackContext, location: str) -> None:
+    def __init__(
+        self, scope: Construct, stack_name: str, ctx: StackContext, clusters: Sequence[AzureCluster]
+    ) -> None:
         super().__init__(scope, stack_name)
         self.stack_name = stack_name
-        # Bootstrap: this stack creates the state account, so its own state cannot start there. It is kept
-        # locally (next to the project, outside cdktf.out, which every synth replaces); once the account
-        # exists it can move in with `terraform init -migrate-state` after switching to an AzurermBackend.
-        LocalBackend(self, path=str(Path.cwd() / f"terraform.{stack_name}.tfstate"))
+        location = clusters[0].region  # the home region
+        # Bootstrap: this stack creates the state account, so its own state cannot start there: it starts
+        # on local disk, beside the fleet file (stacks/context.py BOOTSTRAP_STATE_DIR).
+        LocalBackend(self, path=ctx.bootstrap_state_path(stack_name))
         _provider(self, owns_resource_group_contents=False)
         tags = ctx.tags()
         deployer = AzureClientConfig(self, "client")
@@ -239,7 +215,7 @@ class AzureSharedStack(TerraformStack):
         TerraformOutput(self, "audit_log_workspace_id", value=audit_logs.workspace_id)
 
 
-class AksClusterStack(TerraformStack):
+class ClusterStack(TerraformStack):
     """One AKS cluster in its own resource group: network, logs, cluster, node pools, Triton's identity.
 
     Node pools: `system` (AKS critical add-ons only), `platform` (untainted: GPU operator controllers,
@@ -255,6 +231,7 @@ class AksClusterStack(TerraformStack):
             self, shared_resource_group_name(ctx), state_account_name(ctx), ctx.state_key(stack_name)
         )
         _provider(self, owns_resource_group_contents=True)
+        profile = ctx.profile.azure
         tags = ctx.tags()
         location = cluster.region
         cluster_name = ctx.cluster_name(cluster.name, AKS_CLUSTER_NAME_MAX_LENGTH)
@@ -283,7 +260,7 @@ class AksClusterStack(TerraformStack):
                 name=named("logs", max_length=WORKSPACE_NAME_MAX_LENGTH),
                 resource_group_name=group.name,
                 location=location,
-                daily_quota_gb=PREVIEW_LOG_QUOTA_GB if ctx.is_preview else -1,
+                daily_quota_gb=profile.log_daily_quota_gb,
                 tags=tags,
             ),
         )
@@ -304,9 +281,13 @@ class AksClusterStack(TerraformStack):
                 log_analytics_workspace_id=logs.workspace_id,
                 tenant_id=deployer.tenant_id,
                 admin_principal_ids=(deployer.object_id,),
-                # Previews skip the uptime SLA (and cost analysis, which needs a paid tier).
-                sku_tier=SKU_TIER_FREE if ctx.is_preview else SKU_TIER_STANDARD,
-                system_pool=PREVIEW_SYSTEM_POOL if ctx.is_preview else PRODUCTION_SYSTEM_POOL,
+                # The Free tier (previews) has no uptime SLA and no cost analysis, which needs a paid tier.
+                sku_tier=profile.sku_tier,
+                system_pool=SystemPoolSettings(
+                    vm_size=profile.node_vm_size,
+                    min_nodes=profile.system_nodes.min_nodes,
+                    max_nodes=profile.system_nodes.max_nodes,
+                ),
                 tags=tags,
                 authorized_ip_ranges=tuple(cluster.public_access_cidrs),
                 depends_on=(network.nsg_association,),
@@ -319,13 +300,19 @@ class AksClusterStack(TerraformStack):
                 name=PLATFORM_POOL_NAME,
                 cluster_id=aks.id,
                 subnet_id=network.subnet_id,
-                min_nodes=1,
-                max_nodes=1 if ctx.is_preview else 3,
-                node_labels={LABEL_POOL: PLATFORM_POOL_NAME},
+                vm_size=profile.node_vm_size,
+                min_nodes=profile.platform_nodes.min_nodes,
+                max_nodes=profile.platform_nodes.max_nodes,
+                # The untainted pool for cluster services: the node contract's system role.
+                node_labels=system_node_labels(PLATFORM_POOL_NAME),
                 tags=tags,
             ),
         )
-        gpu_pools = [self._gpu_pool(ctx, cluster, aks, network, pool) for pool in cluster.gpu_pools]
+        gpu_pools = [
+            self._gpu_pool(ctx, cluster, aks, network, pool)
+            for pool in cluster.gpu_pools
+            if ctx.profile.gpu_pool_size(pool).max_nodes > 0  # 0: a preview without GPU pools
+        ]
 
         store_account = store_account_name(ctx)
         store_container = store_container_name(ctx)
@@ -359,7 +346,8 @@ class AksClusterStack(TerraformStack):
         TerraformOutput(self, "oidc_issuer_url", value=aks.oidc_issuer_url)
         TerraformOutput(self, "triton_identity_client_id", value=triton.client_id)
         TerraformOutput(self, "triton_service_account_subject", value=triton.subject)
-        TerraformOutput(self, "node_pool_name", value=gpu_pools[0].name)
+        if gpu_pools:
+            TerraformOutput(self, "node_pool_name", value=gpu_pools[0].name)
         TerraformOutput(self, "node_pool_names", value=[p.name for p in gpu_pools])
         TerraformOutput(self, "system_node_pool_name", value=aks.system_pool_name)
         TerraformOutput(self, "platform_node_pool_name", value=platform_pool.name)
@@ -380,7 +368,7 @@ class AksClusterStack(TerraformStack):
         vm = catalog.instance_type(CLOUD, pool.instance_type)
         if vm is None:  # spec validation already rejects this
             raise ValueError(f"{cluster.name}: {pool.instance_type} is not an Azure GPU VM size we know")
-        size = ctx.pool_size(pool)
+        size = ctx.profile.gpu_pool_size(pool)
         return GpuNodePool(
             self,
             f"gpu-pool-{pool.name}",
@@ -393,7 +381,7 @@ class AksClusterStack(TerraformStack):
                 max_nodes=size.max_nodes,
                 spot=size.spot,
                 os_disk_size_gb=pool.disk_gb,
-                node_labels={LABEL_POOL: pool.name, LABEL_GPU: vm.gpu, LABEL_GPU_ARCH: vm.gpu_arch},
+                node_labels=gpu_node_labels(pool.name, vm.gpu, vm.gpu_arch),
                 tags=ctx.tags(),
             ),
         )

@@ -5,11 +5,14 @@ Plain Python (no cdktf import): the CLI and the preview tooling use it too.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gpufleet.environments import DEFAULT_ENVIRONMENT, fit_name, slug
-from gpufleet.spec import Fleet, GpuPool
+from gpufleet.spec import DEFAULT_OWNER_TAG, Fleet, GpuPool
+from stacks.profile import PRODUCTION, EnvironmentProfile, PoolSize, preview_profile
 
 # Label keys and values must satisfy the strictest cloud (GCP labels: lowercase letters, digits, '_'
 # and '-', at most 63 characters, keys starting with a letter), so one set works on AWS and Azure too.
@@ -18,12 +21,24 @@ TAG_ENVIRONMENT = "gpufleet-environment"
 TAG_MANAGED_BY = "gpufleet-managed-by"
 TAG_PREVIEW = "gpufleet-preview"
 TAG_BRANCH = "gpufleet-branch"
-TAG_OWNER = "gpufleet-owner"
+# The owner's tag key is fleet.yaml `previews.owner_tag` (StackContext.owner_tag); this is its default.
+TAG_OWNER = DEFAULT_OWNER_TAG
 TAG_EXPIRES_AT = "gpufleet-expires-at"  # unix seconds: sortable and valid as a GCP label value
 TAG_TTL_HOURS = "gpufleet-ttl-hours"
 # The environment whose state bucket holds a preview's state: what a sweep needs to destroy it.
 TAG_BASE_ENVIRONMENT = "gpufleet-base-environment"
+# The preview tags with the default owner key (StackContext.preview_tag_keys() has the fleet's own).
 PREVIEW_TAGS = (TAG_PREVIEW, TAG_BRANCH, TAG_OWNER, TAG_EXPIRES_AT, TAG_TTL_HOURS, TAG_BASE_ENVIRONMENT)
+
+# Shared stacks create the bucket/account the other stacks keep their state in, so their own state starts
+# on local disk: in this folder beside the fleet file (the repo), never inside the synth output, which
+# every synth replaces. Git ignores it (terraform.*.tfstate*); back it up, or move it into the remote
+# backend once that exists (`terraform init -migrate-state` after switching the stack's backend).
+BOOTSTRAP_STATE_DIR = "bootstrap-state"
+# Where synth finally writes its output. A cloud's synth process may write to a staging folder first; the
+# bootstrap state path is relative to the final stack folder, so the process is told where that is.
+OUTDIR_ENV = "GPUFLEET_OUTDIR"
+DEFAULT_OUTDIR = "cdktf.out"
 
 
 @dataclass(frozen=True)
@@ -43,13 +58,6 @@ class Preview:
 
 
 @dataclass(frozen=True)
-class PoolSize:
-    min_nodes: int
-    max_nodes: int
-    spot: bool
-
-
-@dataclass(frozen=True)
 class StackContext:
     fleet: Fleet
     environment: str = DEFAULT_ENVIRONMENT
@@ -57,6 +65,10 @@ class StackContext:
     # For previews: the environment whose state backend and model store they reuse.
     base_environment: str = DEFAULT_ENVIRONMENT
     extra_tags: dict[str, str] = field(default_factory=dict)
+    # The folder of the fleet file (the repo) and the synth output folder (terraform runs each stack in
+    # <outdir>/stacks/<stack>): what the bootstrap state path is relative to.
+    fleet_dir: Path = Path(".")
+    outdir: Path = Path(DEFAULT_OUTDIR)
 
     @classmethod
     def for_preview(
@@ -80,6 +92,19 @@ class StackContext:
     def is_preview(self) -> bool:
         return self.preview is not None
 
+    @property
+    def profile(self) -> EnvironmentProfile:
+        """How this environment is sized (stacks/profile.py)."""
+        return preview_profile(self.fleet.previews) if self.preview else PRODUCTION
+
+    @property
+    def owner_tag(self) -> str:
+        """The tag key a preview's owner is recorded under (fleet.yaml previews.owner_tag)."""
+        return self.fleet.previews.owner_tag
+
+    def preview_tag_keys(self) -> tuple[str, ...]:
+        return tuple(self.owner_tag if key == TAG_OWNER else key for key in PREVIEW_TAGS)
+
     def tags(self) -> dict[str, str]:
         """Tags/labels for every taggable resource of this environment."""
         tags = {
@@ -91,7 +116,7 @@ class StackContext:
             tags |= {
                 TAG_PREVIEW: "true",
                 TAG_BRANCH: (slug(self.preview.branch) or "none")[:63].strip("-") or "none",
-                TAG_OWNER: (slug(self.preview.owner) or "unknown")[:63].strip("-") or "unknown",
+                self.owner_tag: (slug(self.preview.owner) or "unknown")[:63].strip("-") or "unknown",
                 TAG_EXPIRES_AT: str(self.preview.expires_at),
                 TAG_TTL_HOURS: str(self.preview.ttl_hours),
                 TAG_BASE_ENVIRONMENT: self.base_environment,
@@ -99,11 +124,8 @@ class StackContext:
         return tags | self.extra_tags
 
     def pool_size(self, pool: GpuPool) -> PoolSize:
-        """Previews are small: at most `previews.max_gpu_nodes` GPU nodes, spot when the spec says so."""
-        if not self.preview:
-            return PoolSize(pool.min_nodes, pool.max_nodes, pool.spot)
-        # Scale from zero to one node (cloud node groups need max >= 1; max_gpu_nodes is 0 or 1).
-        return PoolSize(0, 1, self.fleet.previews.spot or pool.spot)
+        """A GPU pool's size in this environment (max_nodes 0: the stacks build no such pool)."""
+        return self.profile.gpu_pool_size(pool)
 
     # -- names -------------------------------------------------------------------------------
     def stack_name(self, *parts: str) -> str:
@@ -129,6 +151,12 @@ class StackContext:
 
     def state_bucket(self, max_length: int = 63) -> str:
         return self.global_bucket("tfstate", max_length=max_length)
+
+    def bootstrap_state_path(self, stack: str) -> str:
+        """A shared stack's local state file, relative to the folder terraform runs the stack in, so the
+        synthesized stack holds no absolute path of the machine or directory synth ran from."""
+        state = Path(os.path.abspath(self.fleet_dir / BOOTSTRAP_STATE_DIR / f"terraform.{stack}.tfstate"))
+        return os.path.relpath(state, os.path.abspath(self.outdir / "stacks" / stack))
 
     def state_key(self, stack: str) -> str:
         """Remote state key: previews keep theirs apart, under `previews/<env>/`."""

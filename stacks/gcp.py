@@ -1,17 +1,21 @@
 """GCP stacks of an environment: one shared stack (model store, state bucket) and one stack per GKE cluster.
 
-Stacks only compose the constructs of modules/gcp; what each resource looks like is decided there.
+Stacks only compose the constructs of modules/gcp; what each resource looks like is decided there. The
+stacks themselves are composed by stacks/app.py (cluster stacks depend on the shared one: the cluster
+stack grants Triton read access on the store bucket, so the bucket comes first); sizes come from the
+environment profile (stacks/profile.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
-from cdktf import App, LocalBackend, TerraformOutput, TerraformStack
+from cdktf import LocalBackend, TerraformOutput, TerraformStack
 from constructs import Construct
 
 from gpufleet import catalog
 from gpufleet.environments import fit_name
+from gpufleet.node_contract import gpu_node_labels, system_node_labels
 from gpufleet.spec import GcpCluster, GpuPool
 from modules.gcp.access_logs import GcsAccessLogBucket, GcsAccessLogBucketProps
 from modules.gcp.gke_cluster import (
@@ -35,33 +39,6 @@ from stacks.context import StackContext
 
 CLOUD = "gcp"
 SYSTEM_POOL_NAME = "system"
-# Kubernetes node labels that say what a GPU node offers (beside GKE's cloud.google.com/gke-accelerator).
-LABEL_POOL = "gpufleet-pool"
-LABEL_GPU = "gpufleet-gpu"
-LABEL_GPU_ARCH = "gpufleet-gpu-arch"
-
-
-def add_stacks(app: App, ctx: StackContext) -> list[str]:
-    """Add this environment's GCP stacks to the app and return their names.
-
-    Previews add only cluster stacks: they reuse the base environment's model store and state bucket
-    (ctx.store_bucket() and ctx.state_bucket() already name the base environment's).
-    """
-    clusters = [c for c in ctx.fleet.cloud_clusters() if isinstance(c, GcpCluster)]
-    if not clusters:
-        return []
-    names: list[str] = []
-    shared: GcpSharedStack | None = None
-    if not ctx.is_preview:
-        shared = GcpSharedStack(app, ctx.stack_name("shared", CLOUD), ctx, clusters[0])
-        names.append(shared.stack_name)
-    for cluster in clusters:
-        stack = GkeClusterStack(app, ctx.stack_name(cluster.name), ctx, cluster)
-        if shared is not None:
-            # The cluster stack grants Triton read access on the store bucket: the bucket comes first.
-            stack.add_dependency(shared)
-        names.append(stack.stack_name)
-    return names
 
 
 def _provider(stack: TerraformStack, project: str, region: str) -> None:
@@ -70,7 +47,7 @@ def _provider(stack: TerraformStack, project: str, region: str) -> None:
     GoogleProvider(stack, "google", project=project, region=region)
 
 
-class GcpSharedStack(TerraformStack):
+class SharedStack(TerraformStack):
     """Model store, state bucket and their access-log bucket for one environment.
 
     GCP resources need a project and a location, and fleet.yaml names them per cluster only: the shared
@@ -79,13 +56,15 @@ class GcpSharedStack(TerraformStack):
 
     stack_name: str
 
-    def __init__(self, scope: Construct, stack_name: str, ctx: StackContext, home: GcpCluster) -> None:
+    def __init__(
+        self, scope: Construct, stack_name: str, ctx: StackContext, clusters: Sequence[GcpCluster]
+    ) -> None:
         super().__init__(scope, stack_name)
         self.stack_name = stack_name
-        # Bootstrap: this stack creates the state bucket, so its own state cannot start there. It is kept
-        # locally (next to the project, outside cdktf.out, which every synth replaces); once the bucket
-        # exists it can move in with `terraform init -migrate-state` after switching to a GcsBackend.
-        LocalBackend(self, path=str(Path.cwd() / f"terraform.{stack_name}.tfstate"))
+        home = clusters[0]
+        # Bootstrap: this stack creates the state bucket, so its own state cannot start there: it starts on
+        # local disk, beside the fleet file (stacks/context.py BOOTSTRAP_STATE_DIR).
+        LocalBackend(self, path=ctx.bootstrap_state_path(stack_name))
         _provider(self, home.project, home.region)
         labels = ctx.tags()
         location = home.region.upper()
@@ -131,7 +110,7 @@ class GcpSharedStack(TerraformStack):
         TerraformOutput(self, "region", value=home.region)
 
 
-class GkeClusterStack(TerraformStack):
+class ClusterStack(TerraformStack):
     """One GKE cluster: network, cluster, system + GPU node pools, Triton's identity."""
 
     stack_name: str
@@ -141,6 +120,7 @@ class GkeClusterStack(TerraformStack):
         self.stack_name = stack_name
         use_gcs_state(self, ctx.state_bucket(GCS_BUCKET_NAME_MAX_LENGTH), ctx.state_key(stack_name))
         _provider(self, cluster.project, cluster.region)
+        profile = ctx.profile.gcp
         labels = ctx.tags()
         cluster_name = ctx.cluster_name(cluster.name, GKE_CLUSTER_NAME_MAX_LENGTH)
 
@@ -184,8 +164,7 @@ class GkeClusterStack(TerraformStack):
                 ),
                 node_service_account_email=nodes.email,
                 labels=labels,
-                # Previews must be destroyable by the sweeper without a manual step.
-                deletion_protection=not ctx.is_preview,
+                deletion_protection=profile.deletion_protection,
             ),
         )
         system_pool = SystemNodePool(
@@ -197,16 +176,18 @@ class GkeClusterStack(TerraformStack):
                 location=cluster.region,
                 cluster_id=gke.cluster.id,
                 service_account_email=nodes.email,
-                min_nodes=1,
-                max_nodes=1 if ctx.is_preview else 3,
-                spot=ctx.is_preview,
+                machine_type=profile.system_machine_type,
+                min_nodes=profile.system_nodes.min_nodes,
+                max_nodes=profile.system_nodes.max_nodes,
+                spot=profile.system_nodes.spot,
                 labels=labels,
-                node_labels={**labels, LABEL_POOL: SYSTEM_POOL_NAME},
+                node_labels=system_node_labels(SYSTEM_POOL_NAME),
             ),
         )
         gpu_pools = [
             self._gpu_pool(ctx, cluster, gke, nodes.email, pool, after=system_pool)
             for pool in cluster.gpu_pools
+            if ctx.profile.gpu_pool_size(pool).max_nodes > 0  # 0: a preview without GPU pools
         ]
         triton = TritonIdentity(
             self,
@@ -225,7 +206,8 @@ class GkeClusterStack(TerraformStack):
         TerraformOutput(self, "region", value=cluster.region)
         TerraformOutput(self, "project", value=cluster.project)
         TerraformOutput(self, "triton_service_account_email", value=triton.email)
-        TerraformOutput(self, "node_pool_name", value=gpu_pools[0].name)
+        if gpu_pools:
+            TerraformOutput(self, "node_pool_name", value=gpu_pools[0].name)
         TerraformOutput(self, "node_pool_names", value=[p.name for p in gpu_pools])
         TerraformOutput(self, "system_node_pool_name", value=system_pool.name)
         store_bucket = ctx.store_bucket(GCS_BUCKET_NAME_MAX_LENGTH)
@@ -245,8 +227,7 @@ class GkeClusterStack(TerraformStack):
             raise ValueError(
                 f"{cluster.name}: {pool.instance_type} is not a GCP GPU machine type in the catalog"
             )
-        size = ctx.pool_size(pool)
-        labels = ctx.tags()
+        size = ctx.profile.gpu_pool_size(pool)
         return GpuNodePool(
             self,
             f"gpu-pool-{pool.name}",
@@ -254,6 +235,7 @@ class GkeClusterStack(TerraformStack):
                 name=pool.name,
                 project=cluster.project,
                 location=cluster.region,
+                node_locations=tuple(cluster.gpu_pool_zones(pool)),
                 cluster_id=gke.cluster.id,
                 machine_type=machine.name,
                 accelerator_type=machine.accelerator,
@@ -263,13 +245,8 @@ class GkeClusterStack(TerraformStack):
                 spot=size.spot,
                 disk_gb=pool.disk_gb,
                 service_account_email=service_account,
-                labels=labels,
-                node_labels={
-                    **labels,
-                    LABEL_POOL: pool.name,
-                    LABEL_GPU: machine.gpu,
-                    LABEL_GPU_ARCH: machine.gpu_arch,
-                },
+                labels=ctx.tags(),
+                node_labels=gpu_node_labels(pool.name, machine.gpu, machine.gpu_arch),
                 # GPU nodes come up once cluster services (device plugin, DNS) have somewhere to run.
                 depends_on=(after.node_pool,),
             ),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cdktf import Fn
+from cdktf import Fn, TerraformStack
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.data_aws_cloudwatch_log_groups import DataAwsCloudwatchLogGroups
 from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
     DataAwsIamPolicyDocument,
     DataAwsIamPolicyDocumentStatement,
@@ -36,6 +37,39 @@ CONTROL_PLANE_LOG_RETENTION_DAYS = 365
 # of this toolkit; IAM now validates EKS issuers against its own trusted CA store and ignores this value for
 # them, but a thumbprint keeps the resource valid for API versions that still require one.
 EKS_OIDC_ROOT_CA_THUMBPRINT = "9e99a48a9960b14926bb7f3b02e22da2b0ab7280"
+
+
+def control_plane_log_group_name(cluster_name: str) -> str:
+    """The log group EKS writes control-plane logs to; the name is fixed by EKS."""
+    return f"/aws/eks/{cluster_name}/cluster"
+
+
+def adopt_existing_log_group(
+    scope: Construct, log_group: CloudwatchLogGroup, name: str
+) -> DataAwsCloudwatchLogGroups:
+    """Import the log group into the stack if it already exists, else let Terraform create it.
+
+    EKS keeps writing control-plane logs while a cluster is being deleted and recreates the group with its
+    own settings (no retention, no key) once Terraform has deleted it (terraform-aws-eks #920, #2486; the
+    Deny on logs:CreateLogGroup tried there did not stop the EKS service role). A later deploy of the same
+    cluster name (`preview up` after `preview down`) then fails with "already exists". A data source lists
+    the group if present, and a conditional import block (Terraform 1.7+) adopts it, so Terraform applies
+    this stack's retention and key to it instead of failing.
+    """
+    existing = DataAwsCloudwatchLogGroups(scope, "existing-control-plane-logs", log_group_name_prefix=name)
+    existing_names = f"data.{existing.terraform_resource_type}.{existing.friendly_unique_id}.log_group_names"
+    # One import block, written as a JSON object (HCL JSON allows an object or a list for a label-less
+    # block; checkov's terraform_json parser takes only the object form).
+    TerraformStack.of(log_group).add_override(
+        "import",
+        {
+            # The prefix also matches longer names: adopt only the group with exactly this name.
+            "for_each": f'${{toset([for found in {existing_names} : found if found == "{name}"])}}',
+            "to": f"{log_group.terraform_resource_type}.{log_group.friendly_unique_id}",
+            "id": "${each.value}",
+        },
+    )
+    return existing
 
 
 @dataclass(frozen=True)
@@ -92,16 +126,20 @@ class EksCluster(Construct):
         key_policy = IamRolePolicy(
             self, "role-secrets-key", role=role.id, name="secrets-encryption", policy=use_secrets_key.json
         )
-        # Created before the cluster, so EKS writes into this encrypted, retained group instead of creating an
-        # unencrypted one that never expires. The name is fixed by EKS.
+        # Created before the cluster (the cluster depends on it), so EKS writes into this encrypted, retained
+        # group instead of creating an unencrypted one that never expires; and destroyed after the cluster,
+        # so the cluster's last logs still land in it. A group EKS recreated after an earlier destroy is
+        # adopted instead of failing the deploy (adopt_existing_log_group).
+        log_group_name = control_plane_log_group_name(props.name)
         log_group = CloudwatchLogGroup(
             self,
             "control-plane-logs",
-            name=f"/aws/eks/{props.name}/cluster",
+            name=log_group_name,
             retention_in_days=props.log_retention_days,
             kms_key_id=props.log_key_arn,
             tags=props.tags,
         )
+        adopt_existing_log_group(self, log_group, log_group_name)
         self.cluster = EksControlPlane(
             self,
             "cluster",

@@ -1,4 +1,4 @@
-"""A GPU pool of fleet.yaml as an EKS managed node group: NVIDIA AMI, GPU taint, labels for placement."""
+"""A GPU pool of fleet.yaml as an EKS managed node group: NVIDIA AMI, the node contract's taint and labels."""
 
 from __future__ import annotations
 
@@ -7,31 +7,20 @@ from dataclasses import dataclass
 from constructs import Construct
 
 from gpufleet import catalog
+from gpufleet.node_contract import GPU_TAINT, gpu_node_labels
 from gpufleet.spec import GpuPool
-from modules.aws.node_group import ManagedNodeGroup, ManagedNodeGroupProps, NodeIamRole, Taint
+from modules.aws.node_group import ManagedNodeGroup, ManagedNodeGroupProps, NodeIamRole
 
 # Amazon Linux 2023 with the NVIDIA driver and container toolkit preinstalled. The AL2 GPU AMI
 # (AL2_x86_64_GPU) reached end of support in November 2025 and is not published for Kubernetes 1.33+.
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
-# Only pods that tolerate the GPU taint (Triton, GPU operator daemon sets) land on GPU nodes.
-GPU_TAINT = Taint(key="nvidia.com/gpu", value="true", effect="NO_SCHEDULE")
-LABEL_POOL = "gpufleet.io/pool"
-LABEL_GPU_TYPE = "gpufleet.io/gpu-type"
-LABEL_GPU_ARCH = "gpufleet.io/gpu-arch"  # engines are built per architecture (sm86, sm89, ...)
-# Read by the NVIDIA GPU operator to place its driver/toolkit/device-plugin daemon sets.
-LABEL_GPU_PRESENT = "nvidia.com/gpu.present"
 
 
 def gpu_labels(pool: GpuPool) -> dict[str, str]:
     known = catalog.instance_type("aws", pool.instance_type)
     if known is None:  # fleet validation already refuses unknown types
         raise ValueError(f"{pool.instance_type} is not an AWS GPU instance type gpufleet knows")
-    return {
-        LABEL_POOL: pool.name,
-        LABEL_GPU_TYPE: known.gpu,
-        LABEL_GPU_ARCH: known.gpu_arch,
-        LABEL_GPU_PRESENT: "true",
-    }
+    return gpu_node_labels(pool.name, known.gpu, known.gpu_arch)
 
 
 @dataclass(frozen=True)
@@ -39,7 +28,7 @@ class GpuNodeGroupProps:
     cluster_name: str
     kubernetes_version: str
     pool: GpuPool
-    # Size and pricing after preview overrides (StackContext.pool_size), not the pool's own fields.
+    # Size and pricing from the environment profile (stacks/profile.py), not the pool's own fields.
     min_size: int
     max_size: int
     spot: bool
@@ -71,6 +60,7 @@ class GpuNodeGroup(Construct):
                 max_size=props.max_size,
                 disk_gb=pool.disk_gb,  # engines and the Triton image live on the root volume
                 labels=gpu_labels(pool),
+                # Only pods that tolerate the GPU taint (Triton, GPU operator daemon sets) land here.
                 taints=[GPU_TAINT],
                 tags=props.tags,
             ),

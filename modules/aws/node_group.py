@@ -22,6 +22,7 @@ from cdktf_cdktf_provider_aws.launch_template import (
 )
 from constructs import Construct
 
+from gpufleet.node_contract import Taint
 from modules.aws.account import AwsAccount
 from modules.aws.iam import service_role
 
@@ -60,13 +61,6 @@ class NodeIamRole(Construct):
         self.arn: str = self.role.arn
         # Node groups depend on these: nodes join only with the policies attached, and keep them to the end.
         self.policy_attachments: list[IamRolePolicyAttachment] = attachments
-
-
-@dataclass(frozen=True)
-class Taint:
-    key: str
-    value: str
-    effect: str  # NO_SCHEDULE, NO_EXECUTE or PREFER_NO_SCHEDULE (the EKS API spelling)
 
 
 @dataclass(frozen=True)
@@ -144,7 +138,7 @@ class ManagedNodeGroup(Construct):
                 id=self.launch_template.id, version=f"{self.launch_template.latest_version}"
             ),
             labels=props.labels or None,
-            taint=[EksNodeGroupTaint(key=t.key, value=t.value, effect=t.effect) for t in props.taints]
+            taint=[EksNodeGroupTaint(key=t.key, value=t.value, effect=t.api_effect) for t in props.taints]
             or None,
             tags=props.tags,
             depends_on=list(props.node_role.policy_attachments),

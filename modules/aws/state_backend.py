@@ -1,15 +1,15 @@
-"""Remote Terraform state of an environment: a versioned S3 bucket and a DynamoDB lock table."""
+"""Remote Terraform state of an environment on S3: the bucket (in the shared stack) and the backend of the
+cluster stacks.
+
+Terraform's S3 backend locks state with a lock object beside the state file (`use_lockfile`, Terraform
+1.10+); the DynamoDB lock table it needed before is deprecated since 1.11, so none is created.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_aws.dynamodb_table import (
-    DynamodbTable,
-    DynamodbTableAttribute,
-    DynamodbTablePointInTimeRecovery,
-    DynamodbTableServerSideEncryption,
-)
+from cdktf import S3Backend, TerraformStack
 from constructs import Construct
 
 from modules.aws.account import AwsAccount
@@ -18,12 +18,6 @@ from modules.aws.secure_bucket import keyed_bucket
 
 # Old state versions are the undo of a bad apply: keep them a quarter.
 NONCURRENT_VERSION_DAYS = 90
-LOCK_KEY = "LockID"  # the attribute Terraform's S3 backend locks on
-
-
-def lock_table_name(state_bucket: str) -> str:
-    """The lock table beside a state bucket (previews compute it from the base environment's bucket)."""
-    return f"{state_bucket}-lock"  # DynamoDB allows 255 characters; bucket names have at most 63
 
 
 @dataclass(frozen=True)
@@ -39,7 +33,7 @@ class StateBackend(Construct):
     def __init__(self, scope: Construct, id_: str, props: StateBackendProps) -> None:
         super().__init__(scope, id_)
         # Objects Terraform writes carry their own encryption header (backend `encrypt = true`); the bucket
-        # default covers anything else written here.
+        # default covers anything else written here (lock objects included).
         self.key, self.secure_bucket = keyed_bucket(
             self,
             "state",
@@ -53,19 +47,12 @@ class StateBackend(Construct):
             no_replication_reason="state is versioned and every stack can be re-imported or rebuilt from "
             "fleet.yaml; a replica region is not part of the fleet spec",
         )
-        self.lock_table = DynamodbTable(
-            self,
-            "lock",
-            name=lock_table_name(props.bucket),
-            billing_mode="PAY_PER_REQUEST",  # a handful of lock writes per deploy
-            hash_key=LOCK_KEY,
-            attribute=[DynamodbTableAttribute(name=LOCK_KEY, type="S")],
-            point_in_time_recovery=DynamodbTablePointInTimeRecovery(enabled=True),
-            server_side_encryption=DynamodbTableServerSideEncryption(
-                enabled=True, kms_key_arn=self.key.key_arn
-            ),
-            deletion_protection_enabled=True,
-            tags=props.tags,
-        )
         self.bucket_name: str = self.secure_bucket.bucket_name
-        self.lock_table_name: str = self.lock_table.name
+
+
+def use_s3_state(stack: TerraformStack, *, bucket: str, key: str, region: str) -> S3Backend:
+    """Keep `stack`'s state at s3://<bucket>/<key>, encrypted, locked by an S3 lock object."""
+    backend = S3Backend(stack, bucket=bucket, key=key, region=region, encrypt=True)
+    # cdktf 0.21's S3Backend predates `use_lockfile`; the override writes it into the backend block.
+    stack.add_override("terraform.backend.s3.use_lockfile", True)
+    return backend

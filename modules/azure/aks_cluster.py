@@ -39,12 +39,13 @@ class MaintenanceWindow:
 
 @dataclass(frozen=True)
 class SystemPoolSettings:
+    # Size and VM from the environment profile (stacks/profile.py). A "d" size has a local temp disk,
+    # which is what lets the OS disk be ephemeral (Standard_D4s_v5 has none); its temp disk must be at
+    # least os_disk_size_gb (Standard_D4ds_v5: 150 GiB).
+    vm_size: str
+    min_nodes: int
+    max_nodes: int
     name: str = "system"
-    # 4 vCPU / 16 GiB, general purpose. The "d" sizes have a local temp disk, which is what lets the OS
-    # disk be ephemeral (Standard_D4s_v5 has none). 150 GiB temp disk >= os_disk_size_gb.
-    vm_size: str = "Standard_D4ds_v5"
-    min_nodes: int = 2
-    max_nodes: int = 3
     os_disk_size_gb: int = 64
     max_pods: int = 110
 
@@ -54,18 +55,18 @@ class AksClusterProps:
     name: str  # 1-63 letters, digits, '-' and '_'
     resource_group_name: str
     location: str
-    kubernetes_version: str  # "1.31": a minor version; the patch channel keeps its latest patch
+    kubernetes_version: str  # "1.35": a minor version; the patch channel keeps its latest patch
     dns_prefix: str  # 1-54 letters, digits and '-', starting with a letter
     node_resource_group: str  # AKS creates it (node VMs, load balancers); <= 80 characters
     identity_name: str  # the control plane's user-assigned identity
     subnet_id: str
     log_analytics_workspace_id: str
     tenant_id: str
+    system_pool: SystemPoolSettings
     # Principals granted cluster-admin through Azure RBAC (local accounts are disabled): the deployer,
     # so that the later steps (GPU operator, Triton) can reach the cluster with `kubelogin`.
     admin_principal_ids: Sequence[str] = ()
     sku_tier: str = SKU_TIER_STANDARD
-    system_pool: SystemPoolSettings = SystemPoolSettings()
     maintenance: MaintenanceWindow = MaintenanceWindow()
     # Overlay networking: pods and services get addresses outside the VNet, so they need no subnet space.
     pod_cidr: str = "192.168.0.0/16"

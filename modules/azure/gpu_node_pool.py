@@ -1,4 +1,4 @@
-"""A GPU node pool of an AKS cluster: one VM size from the catalog, tainted for GPU workloads only."""
+"""A GPU node pool of an AKS cluster: one VM size from the catalog, the node contract's GPU taint."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from constructs import Construct
 
-# Only pods that tolerate this taint (Triton, the GPU operator's daemonsets) land on GPU nodes.
-GPU_TAINT = "nvidia.com/gpu=present:NoSchedule"
+from gpufleet.node_contract import GPU_TAINT
+
 # AKS puts this label and taint on every spot node itself; the provider documents that a spot pool must
 # declare them too (otherwise every plan shows them as drift). GPU pods on spot pools tolerate both taints.
 SPOT_LABEL_KEY = "kubernetes.azure.com/scalesetpriority"
@@ -26,7 +26,7 @@ class GpuNodePoolProps:
     max_nodes: int
     spot: bool
     os_disk_size_gb: int
-    node_labels: Mapping[str, str] = field(default_factory=dict)
+    node_labels: Mapping[str, str] = field(default_factory=dict)  # the node contract's GPU labels
     max_pods: int = 110
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -48,7 +48,8 @@ class GpuNodePool(Construct):
         )
 
         labels = dict(props.node_labels)
-        taints = [GPU_TAINT]
+        # Only pods that tolerate the GPU taint (Triton, the GPU operator's daemon sets) land here.
+        taints = [GPU_TAINT.kubectl_form()]
         upgrade_settings: KubernetesClusterNodePoolUpgradeSettings | None = None
         if props.spot:
             labels[SPOT_LABEL_KEY] = SPOT_LABEL_VALUE

@@ -18,14 +18,15 @@ from constructs import Construct
 class PlatformNodePoolProps:
     cluster_id: str
     subnet_id: str
+    # From the environment profile (stacks/profile.py). General purpose with a local temp disk, so the
+    # OS disk can be ephemeral (as on the system pool).
+    vm_size: str
+    min_nodes: int
+    max_nodes: int
     name: str = "platform"  # 1-12 lowercase letters and digits
-    # General purpose with a local temp disk, so the OS disk can be ephemeral (as on the system pool).
-    vm_size: str = "Standard_D4ds_v5"
-    min_nodes: int = 1
-    max_nodes: int = 3
     os_disk_size_gb: int = 64
     max_pods: int = 110
-    node_labels: Mapping[str, str] = field(default_factory=dict)
+    node_labels: Mapping[str, str] = field(default_factory=dict)  # the node contract's system labels
     tags: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -1,4 +1,5 @@
-"""GKE node pool of GPU machines: accelerators with GKE-installed drivers, tainted for GPU workloads only."""
+"""GKE node pool of GPU machines: accelerators with GKE-installed drivers, the node contract's GPU taint,
+pinned to the zones that offer the accelerator."""
 
 from __future__ import annotations
 
@@ -8,12 +9,8 @@ from dataclasses import dataclass, field
 from cdktf import ITerraformDependable
 from constructs import Construct
 
+from gpufleet.node_contract import GPU_TAINT
 from modules.gcp.node_hardening import hardened_node_settings
-
-# What keeps non-GPU pods off GPU machines; the NVIDIA device plugin and Triton tolerate it.
-GPU_TAINT_KEY = "nvidia.com/gpu"
-GPU_TAINT_VALUE = "present"
-GPU_TAINT_EFFECT = "NO_SCHEDULE"
 
 
 @dataclass(frozen=True)
@@ -21,6 +18,9 @@ class GpuNodePoolProps:
     name: str  # GKE: 1-40 lowercase letters, digits and '-' (fleet.yaml pool names always fit)
     project: str
     location: str  # the cluster's region
+    # Zones of the region that offer the accelerator (catalog, or fleet.yaml `zones`): a pool spread over
+    # every zone of the region would fail to create nodes in the zones without this GPU.
+    node_locations: tuple[str, ...]
     cluster_id: str
     machine_type: str
     accelerator_type: str  # GKE accelerator type, e.g. nvidia-l4 (catalog `accelerator`)
@@ -31,7 +31,7 @@ class GpuNodePoolProps:
     disk_gb: int
     service_account_email: str
     labels: Mapping[str, str] = field(default_factory=dict)  # GCE labels on the VMs
-    node_labels: Mapping[str, str] = field(default_factory=dict)  # Kubernetes labels on the nodes
+    node_labels: Mapping[str, str] = field(default_factory=dict)  # Kubernetes labels: the node contract
     # LATEST: the newest driver GKE offers for the node version. Triton images are built against recent
     # CUDA releases and need a recent driver; DEFAULT can lag a major version behind. The GKE version
     # (release channel) still bounds what LATEST means, so upgrades stay tested combinations.
@@ -40,7 +40,7 @@ class GpuNodePoolProps:
 
 
 class GpuNodePool(Construct):
-    """Autoscaled GPU pool: scales between min and max nodes across the region's zones."""
+    """Autoscaled GPU pool: scales between min and max nodes across its zones."""
 
     name: str
 
@@ -58,11 +58,12 @@ class GpuNodePool(Construct):
             name=props.name,
             project=props.project,
             location=props.location,
+            node_locations=list(props.node_locations),
             cluster=props.cluster_id,
             depends_on=list(props.depends_on) or None,
             autoscaling={
                 # total_*: the spec's min/max are for the whole pool; per-zone limits would multiply them
-                # by the number of zones of the regional cluster.
+                # by the number of zones.
                 "total_min_node_count": props.min_nodes,
                 "total_max_node_count": props.max_nodes,
                 # ANY: take capacity in whichever zone has it (GPUs and spot are often short in one zone).
@@ -85,9 +86,10 @@ class GpuNodePool(Construct):
                         gpu_driver_installation_config={"gpu_driver_version": props.gpu_driver_version},
                     )
                 ],
+                # Only pods that tolerate the GPU taint (Triton, the GPU operator's daemon sets) land here.
                 "taint": [
                     ContainerNodePoolNodeConfigTaint(
-                        key=GPU_TAINT_KEY, value=GPU_TAINT_VALUE, effect=GPU_TAINT_EFFECT
+                        key=GPU_TAINT.key, value=GPU_TAINT.value, effect=GPU_TAINT.api_effect
                     )
                 ],
                 "labels": dict(props.node_labels),

@@ -17,13 +17,15 @@ class SystemNodePoolProps:
     location: str
     cluster_id: str
     service_account_email: str
-    machine_type: str = "e2-standard-4"
-    min_nodes: int = 1  # whole pool: kube-dns, GPU operator, Prometheus and the router need a home
-    max_nodes: int = 3
-    spot: bool = False
+    # From the environment profile (stacks/profile.py); whole pool: kube-dns, GPU operator, Prometheus
+    # and the router need a home.
+    machine_type: str
+    min_nodes: int
+    max_nodes: int
+    spot: bool
     disk_gb: int = 100
     labels: Mapping[str, str] = field(default_factory=dict)  # GCE labels on the VMs
-    node_labels: Mapping[str, str] = field(default_factory=dict)  # Kubernetes labels on the nodes
+    node_labels: Mapping[str, str] = field(default_factory=dict)  # Kubernetes labels: the node contract
 
 
 class SystemNodePool(Construct):

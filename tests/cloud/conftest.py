@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from stacks.context import OUTDIR_ENV
 from stacks.synth import QUIET_JSII
 from tests.conftest import REPO
 
@@ -42,8 +44,50 @@ def _synth(outdir: Path, **kw: Any) -> Synthesized:
     from stacks.synth import SynthOptions, synth_fleet
 
     options = SynthOptions(fleet_file=REPO / "fleet.yaml", environment="prod", **kw)
-    manifest = synth_fleet(["aws", "gcp", "azure"], options, outdir)
+    # As `python -m stacks` does: tell each cloud's process where the output finally lands (the bootstrap
+    # state path of shared stacks is relative to it).
+    previous = os.environ.get(OUTDIR_ENV)
+    os.environ[OUTDIR_ENV] = str(outdir.resolve())
+    try:
+        manifest = synth_fleet(["aws", "gcp", "azure"], options, outdir)
+    finally:
+        if previous is None:
+            os.environ.pop(OUTDIR_ENV, None)
+        else:
+            os.environ[OUTDIR_ENV] = previous
     return Synthesized(outdir, manifest)
+
+
+# --- expectations from the fleet document itself (not from the code that sizes the stacks) ----------
+
+FLEET_DOC: dict[str, Any] = yaml.safe_load((REPO / "fleet.yaml").read_text())
+
+
+@dataclass(frozen=True)
+class ExpectedPool:
+    name: str
+    min_nodes: int
+    max_nodes: int
+    spot: bool
+
+
+def expected_gpu_pools(cluster: str, preview: bool, doc: dict[str, Any] | None = None) -> list[ExpectedPool]:
+    """The GPU pools a cluster's stack must contain, read from fleet.yaml: production as written (spec
+    defaults: min 0, max 2, on demand); previews start at zero, hold at most previews.max_gpu_nodes per
+    pool (no pool at all for 0) and run on spot when previews.spot (spec defaults 1 and true)."""
+    doc = doc or FLEET_DOC
+    (entry,) = [c for c in doc["clusters"] if c["name"] == cluster]
+    previews = doc.get("previews", {})
+    cap, preview_spot = previews.get("max_gpu_nodes", 1), previews.get("spot", True)
+    pools: list[ExpectedPool] = []
+    for pool in entry["gpu_pools"]:
+        low, high, spot = pool.get("min_nodes", 0), pool.get("max_nodes", 2), pool.get("spot", False)
+        if preview:
+            if cap == 0:
+                continue
+            low, high, spot = 0, min(high, cap), spot or preview_spot
+        pools.append(ExpectedPool(pool["name"], low, high, spot))
+    return pools
 
 
 def synth_one_cloud(

@@ -20,7 +20,13 @@ from gpufleet.environments import preview_environment
 from gpufleet.spec import AwsCluster, Fleet, load_fleet
 from stacks.context import PREVIEW_TAGS, Preview, StackContext
 from tests.cloud.checkov_support import CHECKOV, assert_checkov_clean
-from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized, synth_one_cloud
+from tests.cloud.conftest import (
+    PREVIEW_BRANCH,
+    PREVIEW_EXPIRES_AT,
+    Synthesized,
+    expected_gpu_pools,
+    synth_one_cloud,
+)
 from tests.conftest import REPO
 
 CLUSTER_OUTPUTS = {
@@ -33,7 +39,7 @@ CLUSTER_OUTPUTS = {
     "node_group_name",
     "store_url",
 }
-SHARED_OUTPUTS = {"store_bucket", "store_url", "state_bucket", "lock_table"}
+SHARED_OUTPUTS = {"store_bucket", "store_url", "state_bucket"}
 
 # --- contexts the fixtures were synthesized with ---------------------------------------------------
 
@@ -123,7 +129,8 @@ def test_cluster_stacks_keep_state_in_the_base_environment_bucket(
         if preview:
             assert s3["key"] == f"previews/{ctx.environment}/{name}.tfstate"
         assert s3["region"] == store_region
-        assert s3["dynamodb_table"] == f"{ctx.state_bucket()}-lock"
+        # Locked by an S3 lock object (Terraform 1.10+); the DynamoDB table is deprecated since 1.11.
+        assert s3["use_lockfile"] is True and "dynamodb_table" not in s3
         assert s3["encrypt"] is True
 
 
@@ -202,16 +209,10 @@ def test_kms_keys_rotate(synthesized: Synthesized) -> None:
         assert all(k["deletion_window_in_days"] == 30 for k in keys)
 
 
-def test_lock_table(synthesized: Synthesized) -> None:
-    ctx = prod_ctx()
-    table = only(synthesized.stack(ctx.stack_name("shared", "aws")), "aws_dynamodb_table")
-    assert table["name"] == f"{ctx.state_bucket()}-lock"
-    assert table["hash_key"] == "LockID"
-    assert table["attribute"] == [{"name": "LockID", "type": "S"}]
-    assert table["billing_mode"] == "PAY_PER_REQUEST"
-    assert table["point_in_time_recovery"]["enabled"] is True
-    assert table["server_side_encryption"]["enabled"] is True
-    assert table["server_side_encryption"]["kms_key_arn"].startswith("${aws_kms_key.")
+def test_state_needs_no_lock_table(synthesized: Synthesized) -> None:
+    for name in aws_stack_names(synthesized):
+        assert "aws_dynamodb_table" not in synthesized.stack(name).get("resource", {}), name
+        assert synthesized.stack(name)["terraform"]["required_version"] == ">= 1.10"  # S3 lock files
 
 
 def test_shared_outputs(synthesized: Synthesized) -> None:
@@ -221,7 +222,7 @@ def test_shared_outputs(synthesized: Synthesized) -> None:
     prefix = ctx.fleet.model_store.prefix
     assert outputs["store_url"]["value"] == f"s3://{ctx.store_bucket()}/{prefix}"
     assert outputs["store_bucket"]["value"].startswith("${aws_s3_bucket.")
-    assert outputs["lock_table"]["value"].startswith("${aws_dynamodb_table.")
+    assert "lock_table" not in outputs
 
 
 # --- cluster stacks --------------------------------------------------------------------------------
@@ -307,6 +308,34 @@ def test_eks_control_plane_is_private_encrypted_and_logged(synthesized: Synthesi
 
 
 @pytest.mark.parametrize("preview", [False, True], ids=["prod", "preview"])
+def test_control_plane_log_group_survives_down_then_up(
+    synthesized: Synthesized, synthesized_preview: Synthesized, preview: bool
+) -> None:
+    """EKS recreates /aws/eks/<name>/cluster while the cluster is deleted (terraform-aws-eks #920, #2486),
+    so the next deploy of the same name (`preview up` after `preview down`) must adopt it, not fail.
+
+    Destroy: the cluster depends on the group, so Terraform deletes the cluster first and the group last.
+    Up again: a data source lists the group if it exists and an import block adopts exactly that name
+    (tests/cloud/test_terraform.py runs this sequence through Terraform itself)."""
+    ctx = preview_ctx() if preview else prod_ctx()
+    synth = synthesized_preview if preview else synthesized
+    for _, stack in cluster_stacks(synth, ctx):
+        eks = only(stack, "aws_eks_cluster")
+        name = f"/aws/eks/{eks['name']}/cluster"
+        (group_logical,) = [
+            k for k, g in stack["resource"]["aws_cloudwatch_log_group"].items() if g["name"] == name
+        ]
+        assert f"aws_cloudwatch_log_group.{group_logical}" in eks["depends_on"]
+        ((lookup_logical, lookup),) = stack["data"]["aws_cloudwatch_log_groups"].items()
+        assert lookup["log_group_name_prefix"] == name
+        adopt = stack["import"]
+        assert adopt["to"] == f"aws_cloudwatch_log_group.{group_logical}"
+        assert adopt["id"] == "${each.value}"
+        names = f"data.aws_cloudwatch_log_groups.{lookup_logical}.log_group_names"
+        assert adopt["for_each"] == f'${{toset([for found in {names} : found if found == "{name}"])}}'
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["prod", "preview"])
 def test_gpu_node_groups_follow_the_pools(
     synthesized: Synthesized, synthesized_preview: Synthesized, preview: bool
 ) -> None:
@@ -315,24 +344,20 @@ def test_gpu_node_groups_follow_the_pools(
     for cluster, stack in cluster_stacks(synth, ctx):
         groups = {g["node_group_name"]: g for g in resources(stack, "aws_eks_node_group")}
         templates = stack["resource"]["aws_launch_template"]
+        expected = {e.name: e for e in expected_gpu_pools(cluster.name, preview)}
+        assert set(groups) - {"system"} == {f"gpu-{name}" for name in expected}
         for pool in cluster.gpu_pools:
             group = groups[f"gpu-{pool.name}"]
-            size = ctx.pool_size(pool)
+            size = expected[pool.name]
             assert group["ami_type"] == "AL2023_x86_64_NVIDIA"
             assert group["instance_types"] == [pool.instance_type]
             assert group["capacity_type"] == ("SPOT" if size.spot else "ON_DEMAND")
             scaling = group["scaling_config"]
             assert (scaling["min_size"], scaling["max_size"]) == (size.min_nodes, size.max_nodes)
             assert scaling["min_size"] <= scaling["desired_size"] <= scaling["max_size"]
-            if preview:
-                assert group["capacity_type"] == "SPOT" and scaling["max_size"] == 1
-            assert group["taint"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
-            assert group["labels"] == {
-                "gpufleet.io/pool": pool.name,
-                "gpufleet.io/gpu-type": pool.gpu_type,
-                "gpufleet.io/gpu-arch": "sm86",
-                "nvidia.com/gpu.present": "true",
-            }
+            # The node contract (same on every cloud: tests/cloud/test_node_contract.py).
+            assert group["taint"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}]
+            assert group["labels"]["gpufleet.io/pool"] == pool.name
             assert "scaling_config[0].desired_size" in group["lifecycle"]["ignore_changes"]
             assert all(d.startswith("aws_iam_role_policy_attachment.") for d in group["depends_on"])
             template_id = re.fullmatch(
@@ -519,7 +544,6 @@ NAME_RULES: dict[str, tuple[str, int, str]] = {
     "aws_iam_role": ("name", 64, r"[\w+=,.@-]+"),
     "aws_launch_template": ("name", 128, r"[a-zA-Z0-9().\-/_]+"),
     "aws_s3_bucket": ("bucket", 63, r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?<!-s3alias)"),
-    "aws_dynamodb_table": ("name", 255, r"[a-zA-Z0-9_.-]{3,}"),
     "aws_kms_alias": ("name", 256, r"alias/(?!aws/)[a-zA-Z0-9/_-]+"),
     "aws_cloudwatch_log_group": ("name", 512, r"[.\-_/#A-Za-z0-9]+"),
 }

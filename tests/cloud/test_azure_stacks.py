@@ -25,7 +25,13 @@ from gpufleet.spec import AzureCluster
 from stacks.__main__ import context_for, parse_args
 from stacks.context import PREVIEW_TAGS, StackContext
 from tests.cloud.checkov_support import CHECKOV, assert_checkov_clean
-from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized, synth_one_cloud
+from tests.cloud.conftest import (
+    PREVIEW_BRANCH,
+    PREVIEW_EXPIRES_AT,
+    Synthesized,
+    expected_gpu_pools,
+    synth_one_cloud,
+)
 from tests.conftest import REPO
 
 PREVIEW_OWNER = "dev@example.com"  # what tests/cloud/conftest.py passes
@@ -330,19 +336,20 @@ def test_gpu_pools_follow_spec_and_catalog(
         resources = synth.stack(name)["resource"]
         pools = {p["name"]: p for p in resources["azurerm_kubernetes_cluster_node_pool"].values()}
         aks_id = ref("azurerm_kubernetes_cluster", resources["azurerm_kubernetes_cluster"], "id")
+        expected = {e.name: e for e in expected_gpu_pools(cluster.name, ctx.is_preview)}
+        assert set(pools) - {"platform"} == set(expected)
         for spec_pool in cluster.gpu_pools:
             pool = pools[spec_pool.name]
             vm = catalog.instance_type("azure", spec_pool.instance_type)
             assert vm is not None
-            size = ctx.pool_size(spec_pool)
+            size = expected[spec_pool.name]
             assert pool["kubernetes_cluster_id"] == aks_id
             assert pool["mode"] == "User"
             assert pool["vm_size"] == vm.name
             assert pool["gpu_driver"] == "Install"
+            # The node contract (same on every cloud: tests/cloud/test_node_contract.py).
             assert "nvidia.com/gpu=present:NoSchedule" in pool["node_taints"]
-            assert pool["node_labels"]["gpufleet-pool"] == spec_pool.name
-            assert pool["node_labels"]["gpufleet-gpu"] == vm.gpu
-            assert pool["node_labels"]["gpufleet-gpu-arch"] == vm.gpu_arch
+            assert pool["node_labels"]["gpufleet.io/pool"] == spec_pool.name
             assert pool["auto_scaling_enabled"] is True
             assert (pool["min_count"], pool["max_count"]) == (size.min_nodes, size.max_nodes)
             assert pool["os_disk_size_gb"] == spec_pool.disk_gb
@@ -361,8 +368,6 @@ def test_gpu_pools_follow_spec_and_catalog(
                 assert pool["priority"] == "Regular"
                 assert "eviction_policy" not in pool and "spot_max_price" not in pool
                 assert pool["node_taints"] == ["nvidia.com/gpu=present:NoSchedule"]
-            if ctx.is_preview:
-                assert size.max_nodes == 1 and size.spot
 
 
 @pytest.mark.parametrize("name", cluster_stack_names(PROD))

@@ -20,7 +20,13 @@ from gpufleet.spec import GcpCluster
 from stacks.__main__ import context_for, parse_args
 from stacks.context import PREVIEW_TAGS, StackContext
 from tests.cloud.checkov_support import CHECKOV, assert_checkov_clean
-from tests.cloud.conftest import PREVIEW_BRANCH, PREVIEW_EXPIRES_AT, Synthesized, synth_one_cloud
+from tests.cloud.conftest import (
+    PREVIEW_BRANCH,
+    PREVIEW_EXPIRES_AT,
+    Synthesized,
+    expected_gpu_pools,
+    synth_one_cloud,
+)
 from tests.conftest import REPO
 
 PREVIEW_OWNER = "dev@example.com"  # what tests/cloud/conftest.py passes
@@ -224,10 +230,12 @@ def test_gpu_node_pools_follow_spec_and_catalog(
         pools = {p["name"]: p for p in stack["google_container_node_pool"].values()}
         cluster_logical = next(iter(stack["google_container_cluster"]))
         node_sa = ref_to("google_service_account", _node_service_account(stack), "email")
+        expected = {e.name: e for e in expected_gpu_pools(spec.name, ctx.is_preview)}
+        assert set(pools) - {"system"} == set(expected)
         for pool in spec.gpu_pools:
             machine = catalog.instance_type("gcp", pool.instance_type)
             assert machine is not None
-            size = ctx.pool_size(pool)
+            size = expected[pool.name]
             node_pool = pools[pool.name]
             assert node_pool["cluster"] == ref_to("google_container_cluster", cluster_logical, "id")
             assert node_pool["location"] == spec.region
@@ -245,13 +253,10 @@ def test_gpu_node_pools_follow_spec_and_catalog(
                     "gpu_driver_installation_config": {"gpu_driver_version": "LATEST"},
                 }
             ]
+            # The node contract (same on every cloud: tests/cloud/test_node_contract.py).
             assert config["taint"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}]
-            assert config["labels"]["gpufleet-pool"] == pool.name
-            assert config["labels"]["gpufleet-gpu"] == machine.gpu
-            assert config["labels"]["gpufleet-gpu-arch"] == machine.gpu_arch
+            assert config["labels"]["gpufleet.io/pool"] == pool.name
             _assert_hardened_node_config(config, node_sa)
-            if ctx.is_preview:
-                assert size.max_nodes == 1 and config["spot"] is True
         system = pools["system"]
         assert "taint" not in system["node_config"]
         assert system["autoscaling"]["total_min_node_count"] >= 1
@@ -417,6 +422,10 @@ def _camel(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
 
 
+# node_config.labels are Kubernetes labels on the nodes (the node contract), not GCP resource labels.
+KUBERNETES_NODE_LABELS = {"node_config": frozenset({"labels"})}
+
+
 def _unlabelled(rtype: str, resource: dict[str, Any], tags: dict[str, str]) -> list[str]:
     """Where a resource (or one of its nested blocks) could carry labels but lacks some of `tags`."""
     module = rtype.removeprefix("google_")
@@ -433,7 +442,7 @@ def _unlabelled(rtype: str, resource: dict[str, Any], tags: dict[str, str]) -> l
         if not isinstance(value, dict) or block == "//":
             continue
         nested = _label_arguments(module, class_name + _camel(block)) or frozenset()
-        for key in sorted(nested):
+        for key in sorted(nested - KUBERNETES_NODE_LABELS.get(block, frozenset())):
             missing = set(tags) - set(value.get(key, {}))
             if missing:
                 problems.append(f"{block}.{key} missing {sorted(missing)}")
@@ -462,11 +471,13 @@ def test_every_labelable_resource_carries_all_tags(
 
 
 def test_node_pools_label_their_vms(synthesized: Synthesized) -> None:
-    """Node pools take labels only inside node_config; make sure the nested check above saw them."""
+    """Node pools take labels only inside node_config; make sure the nested check above saw them. The
+    VMs' GCE labels (resource_labels) carry the tags; node_config.labels are Kubernetes node labels, which
+    hold the node contract only, as on EKS and AKS."""
     for name in cluster_stack_names(PROD):
         for pool in synthesized.resources(name, "google_container_node_pool").values():
             assert set(PROD.tags()) <= set(pool["node_config"]["resource_labels"])
-            assert set(PROD.tags()) <= set(pool["node_config"]["labels"])
+            assert all(key.startswith("gpufleet.io/") for key in pool["node_config"]["labels"])
 
 
 # -- names -----------------------------------------------------------------------------------------
@@ -546,6 +557,7 @@ clusters:
     public_access_cidrs: [203.0.113.0/24, 198.51.100.16/28]
     gpu_pools:
       - {name: l4, instance_type: g2-standard-4}
+      - {name: h100, instance_type: a3-highgpu-8g, max_nodes: 1, zones: [europe-west4-c]}
 model_store: {bucket: variant-models}
 """
 
@@ -567,6 +579,23 @@ def test_public_access_cidrs_join_the_vpc_in_master_authorized_networks(public_a
     ]
     assert authorized["gcp_public_cidrs_access_enabled"] is False
     assert cluster["private_cluster_config"]["enable_private_nodes"] is True
+
+
+def test_gpu_pools_are_pinned_to_the_zones_that_offer_their_gpu(
+    synthesized: Synthesized, public_api: Synthesized
+) -> None:
+    # Compute Engine GPU zones: L4 (G2) in us-central1-a/b/c and europe-west4-a/b/c; a regional pool
+    # without node_locations would also try us-central1-f, which has no L4.
+    (stack_name,) = cluster_stack_names(PROD)
+    pools = {p["name"]: p for p in synthesized.resources(stack_name, "google_container_node_pool").values()}
+    assert pools["l4"]["node_locations"] == ["us-central1-a", "us-central1-b", "us-central1-c"]
+    assert "node_locations" not in pools["system"]  # every zone of the region: no GPU needed
+    variant = {
+        p["name"]: p
+        for p in public_api.stack("prod-gke-open")["resource"]["google_container_node_pool"].values()
+    }
+    assert variant["l4"]["node_locations"] == ["europe-west4-a", "europe-west4-b", "europe-west4-c"]
+    assert variant["h100"]["node_locations"] == ["europe-west4-c"]  # fleet.yaml `zones` wins
 
 
 def test_spec_reserves_exactly_the_pool_names_the_stacks_add(synthesized: Synthesized) -> None:

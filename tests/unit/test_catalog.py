@@ -107,3 +107,60 @@ def test_unknown_lookups() -> None:
     assert catalog.instance_type("gcp", "g5.xlarge") is None  # names are per cloud
     assert catalog.instance_type("local", "g5.xlarge") is None
     assert catalog.known_instance_types("local") == []
+
+
+# --- zones that offer each GKE accelerator ---------------------------------------------------------
+
+
+def test_every_gke_accelerator_in_the_catalog_has_zones() -> None:
+    for entry in catalog.instance_types("gcp"):
+        assert entry.accelerator is not None
+        zones = catalog.gcp_accelerator_zones(entry.accelerator)
+        assert zones is not None and zones.by_region, entry.name
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", zones.as_of)
+        for region, region_zones in zones.by_region.items():
+            assert all(re.fullmatch(rf"{region}-[a-z]", z) for z in region_zones), (region, region_zones)
+            assert len(set(region_zones)) == len(region_zones)
+
+
+def test_known_gpu_zones() -> None:
+    # From Compute Engine's GPU regions and zones: L4 in us-central1 a/b/c (not f), A100 40GB also in
+    # us-central1-f, H100 80GB in europe-west4 b/c.
+    l4 = catalog.gcp_accelerator_zones("nvidia-l4")
+    assert l4 is not None and l4.by_region["us-central1"] == (
+        "us-central1-a",
+        "us-central1-b",
+        "us-central1-c",
+    )
+    a100 = catalog.gcp_accelerator_zones("nvidia-tesla-a100")
+    assert a100 is not None and "us-central1-f" in a100.by_region["us-central1"]
+    h100 = catalog.gcp_accelerator_zones("nvidia-h100-80gb")
+    assert h100 is not None and h100.by_region["europe-west4"] == ("europe-west4-b", "europe-west4-c")
+    assert catalog.gcp_accelerator_zones("nvidia-tesla-k80") is None
+
+
+# --- Kubernetes versions that can be created --------------------------------------------------------
+
+
+def test_kubernetes_version_table_is_dated_sourced_and_sorted() -> None:
+    table = catalog.kubernetes_versions()
+    assert table.as_of == "2026-12-02"
+    for cloud in catalog.CATALOG_CLOUDS:
+        versions = catalog.supported_kubernetes_versions(cloud)
+        assert versions, cloud
+        assert list(versions) == sorted(versions, key=lambda v: tuple(map(int, v.split("."))))
+        assert table.sources[cloud] and all(s.startswith("https://") for s in table.sources[cloud])
+    assert catalog.supported_kubernetes_versions("local") == ()
+
+
+def test_default_kubernetes_version_is_created_by_every_cloud() -> None:
+    default = catalog.default_kubernetes_version()
+    assert all(default in catalog.supported_kubernetes_versions(c) for c in catalog.CATALOG_CLOUDS)
+
+
+def test_versions_retired_by_december_2026_are_not_offered() -> None:
+    # EKS 1.31 left extended support on 2026-11-26; GKE's Regular channel and AKS's N-2 window had moved
+    # past 1.33 by then (provider calendars, independent of the table).
+    assert "1.31" not in catalog.supported_kubernetes_versions("aws")
+    for cloud in ("gcp", "azure"):
+        assert not {"1.31", "1.32", "1.33"} & set(catalog.supported_kubernetes_versions(cloud))

@@ -128,6 +128,44 @@ def test_defaults_apply_when_sections_are_left_out() -> None:
     assert fleet.cloud_clusters() == [] and fleet.clouds() == {"local"}
 
 
+def test_previews_honour_owner_tag_key_and_gpu_cap_from_the_file() -> None:
+    doc = example()
+    doc["previews"].update(owner_tag="owner", max_gpu_nodes=0)
+    previews = parse_fleet(yaml.safe_dump(doc)).previews
+    assert (previews.owner_tag, previews.max_gpu_nodes) == ("owner", 0)
+    doc["previews"].update(max_gpu_nodes=16)
+    assert parse_fleet(yaml.safe_dump(doc)).previews.max_gpu_nodes == 16
+    del doc["previews"]["owner_tag"]
+    assert parse_fleet(yaml.safe_dump(doc)).previews.owner_tag == "gpufleet-owner"
+
+
+def test_default_kubernetes_version_can_be_created_on_every_cloud() -> None:
+    doc = example()
+    for index in (AWS, GCP, AZURE):
+        del doc["clusters"][index]["kubernetes_version"]
+    fleet = parse_fleet(yaml.safe_dump(doc))
+    assert {c.kubernetes_version for c in fleet.cloud_clusters()} == {"1.35"}
+
+
+def test_example_fleet_uses_a_version_each_cloud_creates_in_december_2026() -> None:
+    # EKS: 1.32-1.36 (standard or extended support); GKE Regular channel and AKS N-2: 1.35, 1.36.
+    creatable = {"aws": {"1.32", "1.33", "1.34", "1.35", "1.36"}, "gcp": {"1.35", "1.36"}}
+    creatable["azure"] = {"1.35", "1.36"}
+    for cluster in load_fleet(EXAMPLE).cloud_clusters():
+        assert cluster.kubernetes_version in creatable[cluster.cloud], cluster.name
+
+
+def test_gke_pool_zones_default_to_the_regions_zones_that_offer_the_gpu() -> None:
+    (gcp,) = [c for c in load_fleet(EXAMPLE).cloud_clusters() if isinstance(c, GcpCluster)]
+    # L4 (G2 machines) in us-central1: zones a, b and c (Compute Engine GPU regions and zones).
+    assert gcp.gpu_pool_zones(gcp.gpu_pools[0]) == ["us-central1-a", "us-central1-b", "us-central1-c"]
+    doc = example()
+    doc["clusters"][GCP]["gpu_pools"][0]["zones"] = ["us-central1-b"]
+    cluster = parse_fleet(yaml.safe_dump(doc)).clusters[GCP]
+    assert isinstance(cluster, GcpCluster)
+    assert cluster.gpu_pool_zones(cluster.gpu_pools[0]) == ["us-central1-b"]
+
+
 def test_model_lookup_raises_key_error_for_unknown_names() -> None:
     fleet = load_fleet(EXAMPLE)
     with pytest.raises(KeyError):
@@ -475,7 +513,86 @@ BROKEN = [
         id="infinite-number",
     ),
     pytest.param(
-        _set("previews.max_gpu_nodes", 2), "previews.max_gpu_nodes: must be at most 1, got 2", id="previews"
+        _set("previews.max_gpu_nodes", 17),
+        "previews.max_gpu_nodes: must be between 0 and 16, got 17; use at most 16 GPU nodes per preview "
+        "pool, or 0 for previews without GPU pools",
+        id="previews-gpu-cap",
+    ),
+    pytest.param(
+        _set("previews.max_gpu_nodes", -1),
+        "previews.max_gpu_nodes: must be between 0 and 16, got -1",
+        id="previews-negative-gpu-cap",
+    ),
+    pytest.param(
+        _set("previews.owner_tag", "Owner"),
+        "previews.owner_tag: 'Owner' is not usable as a tag key on every cloud; use up to 63 lowercase",
+        id="owner-tag-key-case",
+    ),
+    pytest.param(
+        _set("previews.owner_tag", "aws:owner"),
+        "previews.owner_tag: 'aws:owner' is not usable as a tag key on every cloud",
+        id="owner-tag-key-colon",
+    ),
+    pytest.param(
+        _set("previews.owner_tag", "gpufleet-branch"),
+        "previews.owner_tag: 'gpufleet-branch' would collide with gpufleet's own gpufleet-* tags",
+        id="owner-tag-key-gpufleet",
+    ),
+    # Kubernetes versions: as of 2026-12-02 1.31 is past EKS extended support (ended 2026-11-26), out of
+    # GKE's Regular channel and out of AKS community support (facts from the providers' calendars).
+    pytest.param(
+        _set(f"clusters.{AWS}.kubernetes_version", "1.31"),
+        "clusters[2].kubernetes_version: aws cannot create a cluster with Kubernetes 1.31 "
+        "(as of 2026-12-02); use one of 1.32, 1.33, 1.34, 1.35, 1.36",
+        id="eks-version-gone",
+    ),
+    pytest.param(
+        _set(f"clusters.{GCP}.kubernetes_version", "1.33"),
+        "clusters[3].kubernetes_version: gcp cannot create a cluster with Kubernetes 1.33",
+        id="gke-version-gone",
+    ),
+    pytest.param(
+        _set(f"clusters.{AZURE}.kubernetes_version", "1.31"),
+        "clusters[4].kubernetes_version: azure cannot create a cluster with Kubernetes 1.31",
+        id="aks-version-gone",
+    ),
+    pytest.param(
+        _set(f"clusters.{AWS}.kubernetes_version", "1.99"),
+        "clusters[2].kubernetes_version: aws cannot create a cluster with Kubernetes 1.99",
+        id="future-version",
+    ),
+    # GKE zones. L4 (G2) is offered in us-central1-a, -b and -c but not -f (Compute Engine GPU zones).
+    pytest.param(
+        _set(f"clusters.{GCP}.gpu_pools.0.zones", ["us-central1-f"]),
+        "clusters[3].gpu_pools[0].zones[0]: us-central1-f does not offer nvidia-l4",
+        id="zone-without-the-gpu",
+    ),
+    pytest.param(
+        _set(f"clusters.{GCP}.gpu_pools.0.zones", ["us-east1-b"]),
+        "clusters[3].gpu_pools[0].zones[0]: 'us-east1-b' is not a zone of us-central1; use some of "
+        "us-central1-a, us-central1-b, us-central1-c",
+        id="zone-of-another-region",
+    ),
+    pytest.param(
+        _set(f"clusters.{GCP}.gpu_pools.0.zones", ["us-central1-a", "us-central1-a"]),
+        "clusters[3].gpu_pools[0].zones[1]: us-central1-a is listed twice; remove the repeat",
+        id="zone-twice",
+    ),
+    pytest.param(
+        _set(f"clusters.{GCP}.gpu_pools.0.zones", []),
+        "clusters[3].gpu_pools[0].zones: needs at least 1 item, got 0",
+        id="zones-empty",
+    ),
+    pytest.param(
+        _set(f"clusters.{GCP}.region", "southamerica-east1"),
+        "clusters[3].gpu_pools[0].instance_type: g2-standard-4 (nvidia-l4) is offered in no zone of "
+        "southamerica-east1 as far as gpufleet's catalog knows",
+        id="region-without-the-gpu",
+    ),
+    pytest.param(
+        _set(f"clusters.{AWS}.gpu_pools.0.zones", ["us-east-1a"]),
+        "clusters[2].gpu_pools[0].zones: zones are only used by gcp pools, not on aws; remove zones",
+        id="zones-on-aws",
     ),
     pytest.param(
         _set("dr.restore", ["models", "everything"]),
