@@ -104,7 +104,7 @@ def region_problem(cloud_name: str, region: str) -> str | None:
 def kubernetes_version_problem(version: str) -> str | None:
     if KUBERNETES_VERSION.fullmatch(version):
         return None
-    return f'{shown(version)} is not a Kubernetes minor version; use the form 1.NN, such as "1.31"'
+    return f'{shown(version)} is not a Kubernetes minor version; use the form 1.NN, such as "1.35"'
 
 
 def ipv4_cidr_problem(cidr: str) -> str | None:

@@ -737,7 +737,10 @@ def load_fleet(path: str | Path) -> Fleet:
 
 def parse_fleet(text: str, source: str = "fleet.yaml", *, base_dir: str | Path | None = None) -> Fleet:
     """Validate fleet YAML text. source names the text in document-level messages; base_dir is where
-    relative model sources start (default: the current directory)."""
+    relative model sources start (default: the current directory).
+
+    Only the user's mistakes become FleetSpecError (exit 2); a bug in a validator propagates, and the
+    CLI reports it as an internal error (exit 70), never as something the user must fix."""
     try:
         return _parse(text, source, base_dir)
     except FleetSpecError:
@@ -746,14 +749,6 @@ def parse_fleet(text: str, source: str = "fleet.yaml", *, base_dir: str | Path |
         raise FleetSpecError(
             [f"{source}: the document is nested too deeply to read; a fleet file needs only a few levels"]
         ) from None
-    except Exception as exc:
-        # A bug in gpufleet, not in the file: still one line, never a traceback, and says so.
-        raise FleetSpecError(
-            [
-                f"{source}: internal error while checking the file ({type(exc).__name__}: "
-                f"{shown(str(exc), 120)}); please report this as a gpufleet bug"
-            ]
-        ) from exc
 
 
 def _parse(text: str, source: str, base_dir: str | Path | None) -> Fleet:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpufleet.errors import FleetRuntimeError, UserError
+from stacks.context import OUTDIR_ENV
 
 CLOUD_ORDER = ("aws", "gcp", "azure")
 MANIFEST = "manifest.json"
@@ -60,9 +61,11 @@ def option_args(options: SynthOptions) -> list[str]:
     return args
 
 
-def synth_cloud_subprocess(cloud: str, options: SynthOptions, outdir: Path) -> None:
+def synth_cloud_subprocess(cloud: str, options: SynthOptions, outdir: Path, final_outdir: Path) -> None:
+    """Synthesize one cloud into `outdir` (a staging folder); `final_outdir` is where the stacks will
+    live, which the bootstrap state path is relative to."""
     cmd = [sys.executable, "-m", "stacks", "--cloud", cloud, "--out", str(outdir), *option_args(options)]
-    env = {**os.environ, **QUIET_JSII}
+    env = {**os.environ, **QUIET_JSII, OUTDIR_ENV: str(final_outdir)}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
@@ -151,7 +154,8 @@ def synth_fleet(clouds: Sequence[str], options: SynthOptions, outdir: Path) -> d
         with ThreadPoolExecutor(max_workers=max(1, len(ordered))) as pool:
             list(
                 pool.map(
-                    lambda cp: synth_cloud_subprocess(cp[0], options, cp[1]), zip(ordered, parts, strict=True)
+                    lambda cp: synth_cloud_subprocess(cp[0], options, cp[1], outdir),
+                    zip(ordered, parts, strict=True),
                 )
             )
         staged = staging / "out"

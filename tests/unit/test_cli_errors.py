@@ -65,3 +65,23 @@ def test_success_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         errors.run(lambda **_: None)
     assert done.value.code == 0
+
+
+def test_a_bug_inside_validation_exits_70_not_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpufleet.cli import app
+    from gpufleet.spec import Fleet
+    from tests.conftest import REPO
+
+    def broken(*_args: object, **_kwargs: object) -> Fleet:
+        raise ZeroDivisionError("a validator divided by zero")
+
+    monkeypatch.setattr(Fleet, "model_validate", broken)
+    monkeypatch.setattr("sys.argv", ["gpufleet", "validate", str(REPO / "fleet.yaml")])
+    with pytest.raises(SystemExit) as done:
+        errors.run(app)
+    err = capsys.readouterr().err
+    assert done.value.code == errors.EXIT_INTERNAL, err
+    assert "a bug in gpufleet" in err and "ZeroDivisionError" in err
+    Path(err.rsplit("details in ", 1)[1].strip().rstrip(")")).unlink()

@@ -21,7 +21,8 @@ OPTIONS = synth.SynthOptions(REPO / "fleet.yaml", "prod")
 
 
 def fake_cloud_synth(stacks_per_cloud: dict[str, list[str]], failing: str | None = None):  # type: ignore[no-untyped-def]
-    def run(cloud: str, _options: synth.SynthOptions, outdir: Path) -> None:
+    def run(cloud: str, _options: synth.SynthOptions, outdir: Path, final_outdir: Path) -> None:
+        assert final_outdir.is_absolute() and outdir != final_outdir
         if cloud == failing:
             raise FleetRuntimeError(f"synth of {cloud} stacks failed: boom")
         manifest = {"version": "test", "stacks": {}}
