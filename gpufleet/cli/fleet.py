@@ -93,9 +93,12 @@ def show_status(home: Path, as_json: bool = False) -> None:
 
 def _status_table(rows: list[ProcessStatus]) -> Table:
     table = Table(title="local fleet")
-    for col in ("cluster", "process", "pid", "ready", "models loaded"):
+    # A cut URL (http://127.0.0.…) or process name (what `gpufleet logs` takes) cannot be copied:
+    # those columns are as wide as their longest value; the others give way.
+    table.add_column("cluster")
+    table.add_column("process", no_wrap=True, min_width=max(len(r.name) for r in rows))
+    for col in ("pid", "ready", "models loaded"):
         table.add_column(col)
-    # A cut URL (http://127.0.0.…) cannot be copied: the column is as wide as its longest URL.
     table.add_column("url", no_wrap=True, min_width=max(len(r.url) for r in rows))
     for r in rows:
         ready = (

@@ -22,7 +22,7 @@ def test_status_json_lists_every_process_ready(local_fleet: RunningFleet) -> Non
     assert {c["name"] for c in data["endpoints"]["clusters"]} == {"local-a", "local-b"}
 
 
-def test_status_never_cuts_a_url_in_a_narrow_terminal(local_fleet: RunningFleet) -> None:
+def test_status_never_cuts_a_url_or_process_name_in_a_narrow_terminal(local_fleet: RunningFleet) -> None:
     env = {"GPUFLEET_HOME": str(local_fleet.home), "COLUMNS": "80"}
     shown = run_cli("status", env=env)
     assert shown.returncode == 0, shown.stderr
@@ -31,6 +31,8 @@ def test_status_never_cuts_a_url_in_a_narrow_terminal(local_fleet: RunningFleet)
     urls = [r.http_url for c in endpoints.clusters for r in c.replicas] + [endpoints.prometheus_url]
     for url in urls:
         assert url in shown.stdout, (url, shown.stdout)
+    for name in LocalFleet(local_fleet.home).table.tracked():  # what `gpufleet logs` takes, whole
+        assert f" {name} " in shown.stdout, (name, shown.stdout)
 
 
 def test_logs_shows_a_replicas_log(local_fleet: RunningFleet) -> None:
