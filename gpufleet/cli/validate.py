@@ -16,15 +16,12 @@ from gpufleet.spec import Fleet, load_fleet
 NOT_YET_ACTED_ON = {
     "rollout": "canary rollouts (`gpufleet rollout`) are not built yet",
     "dr": "disaster-recovery rebuilds (`gpufleet dr`) are not built yet",
-    "models[].engine_targets": "TensorRT engine builds (`gpufleet engine build`) are not built yet",
 }
 
 
 def declared_but_not_acted_on(fleet: Fleet) -> list[str]:
     """The NOT_YET_ACTED_ON sections this fleet sets explicitly (defaults do not count)."""
     declared = set(fleet.model_fields_set)
-    if any("engine_targets" in m.model_fields_set for m in fleet.models):
-        declared.add("models[].engine_targets")
     return [section for section in NOT_YET_ACTED_ON if section in declared]
 
 

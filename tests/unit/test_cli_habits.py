@@ -41,6 +41,16 @@ def test_validate_names_sections_no_command_acts_on_yet() -> None:
     assert "previews is declared" not in out  # the preview commands act on it
 
 
+def test_validate_notes_only_sections_the_file_declares(tmp_path: Path) -> None:
+    minimal = tmp_path / "fleet.yaml"
+    minimal.write_text(
+        "name: x\nclusters: [{name: local-a, cloud: local}]\nmodel_store: {bucket: good-bucket}\n"
+    )
+    result = run_cli("validate", str(minimal))
+    assert result.returncode == 0, result.stderr
+    assert "declared but no command acts on it" not in result.stdout  # defaults are not declarations
+
+
 def test_home_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.write_text("")
