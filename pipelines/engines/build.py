@@ -69,7 +69,9 @@ def normalized_target(model: ModelSpec, target: str) -> tuple[str, Precision]:
         if engine_target.gpu_arch == target:
             return target, engine_target.precision
     if not re.fullmatch(r"sm\d{2,3}", target):
-        raise UserError(f"--target {target!r}: use cpu or a GPU architecture such as sm80 (A100) or sm89 (L4)")
+        raise UserError(
+            f"--target {target!r}: use cpu or a GPU architecture such as sm80 (A100) or sm89 (L4)"
+        )
     listed = ", ".join(t.gpu_arch for t in model.engine_targets) or "none"
     raise UserError(
         f"--target {target!r}: model {model.name} has no such engine target (engine_targets: {listed}); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,23 +16,46 @@ from pipelines.engines.metadata import ENGINE_FILE, EngineMetadata, read_metadat
 class PackageFile:
     name: str  # path inside the version folder, '/'-separated
     path: Path
-    sha256: str
     size: int
 
 
-@dataclass(frozen=True)
 class EnginePackage:
-    folder: Path
-    metadata: EngineMetadata
-    files: tuple[PackageFile, ...]  # sorted by name
+    """The files of a package; each file's sha256 is computed once, when first asked for.
+
+    Hashing on demand lets a push hash one file while it uploads another, instead of reading the
+    whole package before the first byte moves.
+    """
+
+    def __init__(self, folder: Path, metadata: EngineMetadata, files: tuple[PackageFile, ...]) -> None:
+        self.folder, self.metadata, self.files = folder, metadata, files  # files sorted by name
+        self._hashes: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
+    def sha256(self, file: PackageFile) -> str:
+        with self._lock:
+            known = self._hashes.get(file.name)
+        if known is None:
+            known = file_sha256(file.path)
+            with self._lock:
+                self._hashes[file.name] = known
+        return known
+
+    def hash_all(self, workers: int = 4) -> None:
+        # hashlib releases the GIL on big buffers: files hash in parallel on several cores.
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(self.sha256, self.files))
+
+    def sizes(self) -> dict[str, int]:
+        return {f.name: f.size for f in self.files}
+
     def file_entries(self) -> dict[str, dict[str, object]]:
-        """The manifest's `files`: name -> sha256 and size."""
-        return {f.name: {"sha256": f.sha256, "size": f.size} for f in self.files}
+        """The manifest's `files`: name -> sha256 and size (hashes whatever is not hashed yet)."""
+        self.hash_all()
+        return {f.name: {"sha256": self.sha256(f), "size": f.size} for f in self.files}
 
     @property
     def digest(self) -> str:
@@ -49,8 +73,8 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def read_package(folder: Path, *, hash_workers: int = 4) -> EnginePackage:
-    """The package in `folder`: engine.json checked, every (non-hidden) file hashed, in parallel."""
+def read_package(folder: Path) -> EnginePackage:
+    """The package in `folder`: engine.json checked, every (non-hidden) file listed with its size."""
     if not folder.is_dir():
         raise UserError(
             f"--from {folder}: no engine package there; build one with `gpufleet engine build` "
@@ -67,11 +91,7 @@ def read_package(folder: Path, *, hash_workers: int = 4) -> EnginePackage:
             f"{folder}: engine.json names {metadata.model_file} but the folder has no such file; "
             "rebuild the package with `gpufleet engine build`"
         )
-    # hashlib releases the GIL on big buffers: files hash in parallel on several cores.
-    with ThreadPoolExecutor(max_workers=max(1, hash_workers)) as pool:
-        digests = list(pool.map(file_sha256, paths))
     files = tuple(
-        PackageFile(name=p.relative_to(folder).as_posix(), path=p, sha256=d, size=p.stat().st_size)
-        for p, d in zip(paths, digests, strict=True)
+        PackageFile(name=p.relative_to(folder).as_posix(), path=p, size=p.stat().st_size) for p in paths
     )
     return EnginePackage(folder=folder, metadata=metadata, files=files)
