@@ -16,7 +16,7 @@ from gpufleet.cli.app import (
     app,
     console,
 )
-from gpufleet.cli.running import model_of, running_model, usable_home
+from gpufleet.cli.running import local_fleet, model_of, usable_home
 from gpufleet.errors import UserError
 from gpufleet.spec import load_fleet
 
@@ -151,7 +151,12 @@ def _model_and_store(
     from gpufleet.local.store_server import LOCAL_S3_CREDENTIALS
     from gpufleet.objectstore.s3 import S3Store
 
-    spec, endpoints = running_model(home, file, model)
+    endpoints = local_fleet(home).endpoints() if home.exists() else None
+    if endpoints is None:
+        raise UserError(
+            f"no local fleet is running from {home}: start one with `gpufleet up`, or pass --store URL"
+        )
+    spec = model_of(load_fleet(file or Path(endpoints.fleet_file)), model)
     store = S3Store.connect(
         f"s3://{endpoints.bucket}/{endpoints.prefix}",
         endpoint_url=endpoints.store_url,
@@ -166,10 +171,13 @@ def _print_result(result: PushResult, url: str) -> None:
         console.print(
             f"{result.model} version {result.version} in {url} already holds this package; nothing uploaded",
             soft_wrap=True,
+            highlight=False,
         )
     else:
         how = " (completed an interrupted push)" if result.resumed else ""
-        console.print(f"pushed {result.model} version {result.version} to {url}{how}", soft_wrap=True)
+        console.print(
+            f"pushed {result.model} version {result.version} to {url}{how}", soft_wrap=True, highlight=False
+        )
     typer.echo(
         f"version={result.version} bytes_uploaded={result.bytes_uploaded} "
         f"files_uploaded={len(result.uploaded)} files_skipped={len(result.skipped)}"

@@ -121,7 +121,9 @@ class Journal:
         path = folder / f"{stem}-{owner[:12]}.json"
         lock = FileLock(str(path) + ".lock")
         lock.acquire(blocking=False)
-        return cls(path, lock, owner)
+        journal = cls(path, lock, owner)
+        journal.record(0, "")  # from now on a re-run finds it (and cleans it up if it got no further)
+        return journal
 
     def record(self, version: int, reservation: str) -> None:
         self.version, self.reservation = version, reservation

@@ -208,22 +208,26 @@ def test_rebuild_replaces_the_package_and_a_foreign_folder_is_refused(tmp_path: 
 def test_a_build_that_fails_half_way_leaves_the_earlier_package_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = mlp_spec(tmp_path)
+    source = _onnx_file(tmp_path / "model.onnx", "INPUT")
+    spec = mlp_spec(tmp_path, _file_fleet(tmp_path))
     out = tmp_path / "pkg"
     build_engine(spec, target="cpu", out=out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+    model = onnx.load(source)
+    model.doc_string = "a new export of the model"
+    source.write_bytes(model.SerializeToString())
     real_write = Path.write_bytes
 
-    def disk_full_at_model_py(self: Path, data: bytes) -> int:
-        if self.name == "model.py":
+    def disk_full_at_engine_json(self: Path, data: bytes) -> int:
+        if self.name == "engine.json":  # the last file written: model.onnx and model.py are down
             raise OSError(28, "No space left on device")
         return real_write(self, data)
 
-    monkeypatch.setattr(Path, "write_bytes", disk_full_at_model_py)
+    monkeypatch.setattr(Path, "write_bytes", disk_full_at_engine_json)
     with pytest.raises(OSError):
         build_engine(spec, target="cpu", out=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "pkg"]  # no staging left behind
 
 
 def test_cli_build_writes_the_default_folder_under_the_home(tmp_path: Path) -> None:

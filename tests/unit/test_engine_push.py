@@ -414,7 +414,10 @@ def test_cli_push_mistakes_are_one_line_exit_2(tmp_path: Path, moto: Emulator, p
             ("mlp", "--from", other, "--version", "2", *store),
             "--version 2: mlp version 2 is already published",
         ),
-        (("mlp", "--from", other), "no local fleet is running from home"),
+        (
+            ("mlp", "--from", other),
+            "no local fleet is running from home: start one with `gpufleet up`, or pass --store",
+        ),
         (("mlp", "--from", "nowhere", *store), "--from nowhere: no engine package there"),
         (("bert", "--from", other, *store), "model 'bert' is not in the fleet file"),
         (("mlp", "--from", other, "--endpoint", moto.endpoint), "--endpoint: only with --store"),
