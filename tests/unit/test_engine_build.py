@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,10 @@ from pipelines.engines import build as build_module
 from pipelines.engines import tensorrt_build
 from pipelines.engines.build import build_engine
 from pipelines.engines.metadata import GpuInfo, read_metadata
+from tests.conftest import GPUFLEET
 
 REPO = Path(__file__).resolve().parents[2]
-# The CLI as `gpufleet` runs it; importing gpufleet.cli.engine registers `engine` on the app even
-# before gpufleet/cli/__init__.py imports it.
-ENGINE_CLI = [
-    sys.executable,
-    "-c",
-    "import sys; import gpufleet.cli.engine; from gpufleet.cli import main; sys.argv[0] = 'gpufleet'; main()",
-]
+ENGINE_CLI = GPUFLEET  # python -m gpufleet
 
 FLEET = """
 name: eng

@@ -31,15 +31,12 @@ from gpufleet.store import ModelStore
 from pipelines.engines.build import build_engine
 from pipelines.engines.package import read_package
 from pipelines.engines.push import Journal, PushResult, git_lineage, journal_stem, push_package
+from tests.conftest import GPUFLEET
 from tests.objectstore_servers import emulator_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "engine-push"
-ENGINE_CLI = [
-    sys.executable,
-    "-c",
-    "import sys; import gpufleet.cli.engine; from gpufleet.cli import main; sys.argv[0] = 'gpufleet'; main()",
-]
+ENGINE_CLI = GPUFLEET  # python -m gpufleet
 
 FLEET = """
 name: eng
@@ -430,7 +427,6 @@ def test_cli_push_mistakes_are_one_line_exit_2(tmp_path: Path, moto: Emulator, p
 
 
 def test_engine_commands_are_on_the_gpufleet_command_line() -> None:
-    # Needs `engine` in gpufleet/cli/__init__.py's imports, like every other command group.
     done = subprocess.run(
         [sys.executable, "-m", "gpufleet", "engine", "--help"], capture_output=True, text=True
     )
