@@ -57,9 +57,11 @@ test: setup-all
 	$(BIN)/mypy
 	$(BIN)/pytest -q tests
 
-# Speed and memory figures, printed as ratios measured side by side (plus reports/synth.html).
+# Speed and memory figures, printed as ratios measured side by side (plus reports/synth.html):
+# synth time/memory, and engine push throughput vs a raw s3transfer upload of the same bytes.
 bench: setup-all
 	$(BIN)/python benchmarks/synth.py
+	$(BIN)/python benchmarks/push.py
 
 down:
 	-$(BIN)/gpufleet down
