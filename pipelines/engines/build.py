@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gpufleet.errors import UserError
+from gpufleet.loadgen import NUMPY_DTYPES  # the spec dtype -> NumPy map the load generator uses
 from gpufleet.modelrepo import ONNX_FILE, cpu_package
 from gpufleet.spec import ModelSpec
 from pipelines.engines.metadata import (
@@ -39,15 +40,6 @@ from pipelines.engines.metadata import (
 )
 
 ENGINES_FOLDER = "engines"  # under the gpufleet home (.gpufleet)
-_NUMPY_DTYPES = {
-    "FP32": np.float32,
-    "FP16": np.float16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "INT8": np.int8,
-}
 
 
 @dataclass(frozen=True)
@@ -199,7 +191,7 @@ def _run_once_in_onnxruntime(model: ModelSpec, onnx_bytes: bytes) -> None:
         lead = [batch] if batch else []
         feed = {
             t.name: np.zeros(
-                [*lead, *(1 if d == -1 else d for d in t.dims)], dtype=_NUMPY_DTYPES.get(t.dtype, np.float32)
+                [*lead, *(1 if d == -1 else d for d in t.dims)], dtype=NUMPY_DTYPES.get(t.dtype, np.float32)
             )
             for t in model.inputs
         }
