@@ -23,8 +23,9 @@ from gpufleet.spec import load_fleet
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from gpufleet.local.fleet import FleetEndpoints, LocalFleet
     from gpufleet.objectstore import ObjectStore
-    from gpufleet.spec import ModelSpec
+    from gpufleet.spec import Fleet, ModelSpec
     from pipelines.engines.push import PushResult
 
 engine_app = typer.Typer(
@@ -39,7 +40,6 @@ TargetOption = Annotated[
         "--target", "-t", help="cpu, or a GPU architecture from the model's engine_targets (e.g. sm80)."
     ),
 ]
-JOURNAL_FOLDER = "push-journal"
 
 
 @engine_app.command("build")
@@ -53,23 +53,28 @@ def build_command(
     ] = None,
     home: HomeOption = DEFAULT_HOME,
     hardware_compatibility: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--hardware-compatibility",
-            help="TensorRT plans only: none, same_compute_capability, or ampere_plus (runs on any sm80+).",
+            help="TensorRT plans only: none, same_compute_capability, or ampere_plus (runs on any sm80+); "
+            "default: the engine target's hardware_compatibility in the fleet file.",
+            show_default=False,
         ),
-    ] = "none",
+    ] = None,
 ) -> None:
     """Build MODEL's package for one target: model files plus engine.json (versions, GPU, signature)."""
     from pipelines.engines.build import ENGINES_FOLDER, build_engine, default_package_dir
     from pipelines.engines.metadata import HardwareCompatibility
 
     levels: tuple[str, ...] = get_args(HardwareCompatibility)
-    if hardware_compatibility not in levels:
+    if hardware_compatibility is not None and hardware_compatibility not in levels:
         raise UserError(
             f"--hardware-compatibility {hardware_compatibility!r}: use one of {', '.join(levels)}"
         )
     spec = model_of(load_fleet(file), model)
+    if hardware_compatibility is None:
+        declared = next((t for t in spec.engine_targets if t.gpu_arch == target.strip().lower()), None)
+        hardware_compatibility = declared.hardware_compatibility if declared else "none"
     folder = out or default_package_dir(usable_home(home, create=True), model, target.strip().lower())
     built = build_engine(
         spec,
@@ -117,7 +122,22 @@ def push_command(
     """Push a built package as a new version: files, config.pbtxt, then manifest.json last.
 
     A push that was killed completes when run again; an unchanged package uploads nothing."""
+    push_engine(model, version, from_dir, target, store_url, endpoint, file, home)
+
+
+def push_engine(
+    model: str,
+    version: int | None = None,
+    from_dir: Path | None = None,
+    target: str = "cpu",
+    store_url: str | None = None,
+    endpoint: str | None = None,
+    file: Path | None = None,
+    home: Path = DEFAULT_HOME,
+) -> PushResult:
+    """`engine push` as a function (the demo runs it too): push, print the outcome, return it."""
     from pipelines.engines.build import default_package_dir
+    from pipelines.engines.local_fleet import JOURNAL_FOLDER
     from pipelines.engines.package import read_package
     from pipelines.engines.push import git_lineage, push_package
 
@@ -138,32 +158,24 @@ def push_command(
             progress=progress,
         )
     _print_result(result, store.url)
+    return result
 
 
 def _model_and_store(
     home: Path, file: Path | None, model: str, store_url: str | None, endpoint: str | None
 ) -> tuple[ModelSpec, ObjectStore, Path]:
-    from gpufleet.objectstore import TransferSettings, open_store
+    from gpufleet.objectstore import open_store
 
     if store_url:
         fleet_file = file or DEFAULT_FILE
         return model_of(load_fleet(fleet_file), model), open_store(store_url, endpoint=endpoint), fleet_file
-    from gpufleet.local.store_server import LOCAL_S3_CREDENTIALS
-    from gpufleet.objectstore.s3 import S3Store
-
     endpoints = local_fleet(home).endpoints() if home.exists() else None
     if endpoints is None:
         raise UserError(
             f"no local fleet is running from {home}: start one with `gpufleet up`, or pass --store URL"
         )
-    spec = model_of(load_fleet(file or Path(endpoints.fleet_file)), model)
-    store = S3Store.connect(
-        f"s3://{endpoints.bucket}/{endpoints.prefix}",
-        endpoint_url=endpoints.store_url,
-        settings=TransferSettings(),
-        credentials=LOCAL_S3_CREDENTIALS,
-    )
-    return spec, store, file or Path(endpoints.fleet_file)
+    fleet_file = file or Path(endpoints.fleet_file)
+    return model_of(load_fleet(fleet_file), model), local_fleet(home).object_store(endpoints), fleet_file
 
 
 def _print_result(result: PushResult, url: str) -> None:
@@ -226,3 +238,107 @@ class _ByteProgress:
     def advance(self, done_bytes: int) -> None:
         if self.task is not None:
             self.bar.advance(self.task, done_bytes)
+
+
+ClusterArgument = Annotated[
+    str, typer.Argument(help="Cluster from the fleet file (local clusters are loaded).")
+]
+VersionArgument = Annotated[int, typer.Argument(min=1, help="A published version of the model.")]
+
+
+@engine_app.command("load")
+def load_command(
+    cluster: ClusterArgument,
+    model: ModelArgument,
+    version: VersionArgument,
+    only: Annotated[
+        bool, typer.Option("--only", help="Serve only this version (the others are unloaded).")
+    ] = False,
+    file: RunningFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Serve VERSION on every replica of CLUSTER, beside what it serves (--only: instead of it).
+
+    Refused before any replica is touched when the engine cannot run on the cluster's GPUs (or CPU),
+    when its signature differs from the versions served, or when a stored file does not match the
+    manifest's sha256. Each replica is loaded through its own repository API and checked on its own."""
+    from pipelines.engines.local_fleet import currently_served
+
+    fleet, spec, endpoints, local = _running(home, file, model, cluster)
+    served = [] if only else currently_served(local, endpoints, cluster, model)
+    versions = sorted({*served, version})
+    _serve(local, endpoints, fleet, cluster, spec, versions, f"loaded {model} version {version}")
+
+
+@engine_app.command("unload")
+def unload_command(
+    cluster: ClusterArgument,
+    model: ModelArgument,
+    version: VersionArgument,
+    file: RunningFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Stop serving VERSION on every replica of CLUSTER; the other versions stay."""
+    from pipelines.engines.local_fleet import currently_served
+
+    fleet, spec, endpoints, local = _running(home, file, model, cluster)
+    served = currently_served(local, endpoints, cluster, model)
+    if version not in served:
+        shown = ", ".join(map(str, served)) or "none"
+        raise UserError(f"{cluster} does not serve {model} version {version} (it serves: {shown})")
+    rest = [v for v in served if v != version]
+    if not rest:
+        raise UserError(
+            f"{model} version {version} is the only version {cluster} serves; load another one first "
+            f"(`gpufleet engine load {cluster} {model} N --only` swaps them)"
+        )
+    _serve(local, endpoints, fleet, cluster, spec, rest, f"unloaded {model} version {version}")
+
+
+def _running(
+    home: Path, file: Path | None, model: str, cluster: str
+) -> tuple[Fleet, ModelSpec, FleetEndpoints, LocalFleet]:
+    """The fleet file, the model, the running fleet and its runtime; a cloud cluster is refused."""
+    from gpufleet.cli.running import running_endpoints
+    from pipelines.engines.local_fleet import cluster_spec
+
+    endpoints = running_endpoints(home)
+    fleet = load_fleet(file or Path(endpoints.fleet_file))
+    spec = model_of(fleet, model)
+    target = cluster_spec(fleet, cluster)
+    if target.cloud != "local":
+        raise UserError(
+            f"{cluster} is an {target.cloud} cluster: `engine load` reaches the replicas of local clusters "
+            "only; loading on cloud clusters comes with the in-cluster serving layer (not built yet)"
+        )
+    return fleet, spec, endpoints, local_fleet(home)
+
+
+def _serve(
+    local: LocalFleet,
+    endpoints: FleetEndpoints,
+    fleet: Fleet,
+    cluster: str,
+    spec: ModelSpec,
+    versions: list[int],
+    done: str,
+) -> None:
+    from pipelines.engines.local_fleet import serve_on_cluster
+
+    store = local.object_store(endpoints)
+    with console.status(f"{cluster}: serving {spec.name} {versions} on every replica"):
+        outcome = serve_on_cluster(
+            local, endpoints, fleet, cluster, spec, store, versions, lambda m: console.log(m)
+        )
+    checked = (
+        f"; stored files of version {', '.join(map(str, outcome.verified))} match the manifest (sha256)"
+        if outcome.verified
+        else ""
+    )
+    what = done if outcome.changed else f"nothing to do: {cluster} already serves exactly that"
+    console.print(
+        f"{what}: {cluster} serves {spec.name} {outcome.versions} on {len(outcome.replicas)} replicas "
+        f"({', '.join(outcome.replicas)}){checked}",
+        soft_wrap=True,
+        highlight=False,
+    )

@@ -32,10 +32,19 @@ def up(
 
 
 def fleet_up(file: Path, home: Path, timeout: float = 180.0) -> FleetEndpoints:
+    from pipelines.engines.local_fleet import publish_missing, serve_recorded
+
     fleet = load_fleet(file)  # before the home is touched: a bad file creates nothing
     local = local_fleet(usable_home(home, create=True))
+
+    def publish(endpoints: FleetEndpoints) -> None:
+        publish_missing(fleet, file, local.object_store(endpoints), local.home, local.report)
+
+    def serve(endpoints: FleetEndpoints) -> None:
+        serve_recorded(fleet, local, endpoints, local.object_store(endpoints), local.report)
+
     with console.status("bringing the local fleet up (store, Triton replicas, proxies, Prometheus)"):
-        endpoints = local.up(fleet, file, timeout_s=timeout)
+        endpoints = local.up(fleet, file, timeout_s=timeout, on_store_ready=publish, on_replicas_ready=serve)
     console.print(
         f"[green]local fleet up[/green] ({len(endpoints.clusters)} clusters); `gpufleet status` shows it"
     )

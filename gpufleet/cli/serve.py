@@ -185,6 +185,7 @@ def demo(
         + ", ".join(f"{c} {seen.get(c, 0):.0f}" for c in sent)
         + f" (≥ {requests} sent through each proxy)"
     )
+    _engine_story(file, home, endpoints, first)
     console.print(
         "\n[bold]The fleet is still up.[/bold]\n"
         f"  look:  gpufleet status   ·   Prometheus {endpoints.prometheus_url}/graph"
@@ -193,3 +194,28 @@ def demo(
         "  stop:  gpufleet down",
         soft_wrap=True,
     )
+
+
+def _engine_story(file: Path, home: Path, endpoints: FleetEndpoints, model: ModelSpec) -> None:
+    """Build, push and load a new version of the demo model with the `engine` commands themselves."""
+    from gpufleet.cli.engine import build_command, load_command, push_engine
+    from gpufleet.cli.model import list_command
+
+    console.rule(f"a new version of {model.name}: engine build → engine push → engine load")
+    console.print(
+        f"(`gpufleet up` published the first version the same way: engine build + engine push of the "
+        f"cpu package.) Rebuilding {model.name}: the same ONNX file and runner, a new engine.json.",
+        soft_wrap=True,
+    )
+    build_command(model.name, target="cpu", file=file, out=None, home=home, hardware_compatibility=None)
+    pushed = push_engine(model.name, file=file, home=home)
+    console.print(
+        f"unchanged files were not uploaded again: {', '.join(pushed.copied) or 'none'} (copied inside "
+        f"the store from the previous version); uploaded: {', '.join(pushed.uploaded) or 'none'}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    for cluster in endpoints.clusters:
+        load_command(cluster.name, model.name, pushed.version, only=True, file=file, home=home)
+        infer_one(endpoints, cluster.name, model, str(pushed.version))
+    list_command(file=file, home=home, store_url=None, endpoint=None, as_json=False)

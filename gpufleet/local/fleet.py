@@ -41,12 +41,15 @@ from gpufleet.local.processes import (
 from gpufleet.local.prometheus import ScrapeTarget, prometheus_spec, render_prometheus_config
 from gpufleet.local.store_server import LOCAL_S3_CREDENTIALS, moto_server_spec
 from gpufleet.local.triton import TritonPorts, prepare_backends, triton_spec
-from gpufleet.modelrepo import cpu_package, render_config_pbtxt
-from gpufleet.spec import Fleet, ModelSpec
+from gpufleet.objectstore import TransferSettings
+from gpufleet.objectstore.s3 import S3Store
+from gpufleet.spec import Fleet
 from gpufleet.store import ModelStore
-from gpufleet.triton_admin import load_versions, repository_index, serving_versions
+from gpufleet.triton_admin import repository_index
 
 Report = Callable[[str], None]
+StageHook = Callable[["FleetEndpoints"], None]
+SERVED = "served"  # state.json: {cluster: {model: [versions]}}, what `engine load/unload` last set
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,28 @@ class LocalFleet:
         return ModelStore(
             endpoints.bucket, endpoints.prefix, endpoints.store_url, credentials=LOCAL_S3_CREDENTIALS
         )
+
+    def object_store(self, endpoints: FleetEndpoints) -> S3Store:
+        """The fleet's model store (moto's S3 API on loopback) as the engine pipeline writes it."""
+        return S3Store.connect(
+            f"s3://{endpoints.bucket}/{endpoints.prefix}",
+            endpoint_url=endpoints.store_url,
+            settings=TransferSettings(),
+            credentials=LOCAL_S3_CREDENTIALS,
+        )
+
+    def served(self, cluster: str, model: str) -> list[int] | None:
+        """The versions `engine load/unload` last set for a model on a cluster; None if never set."""
+        record = self.table.read_state().get(SERVED)
+        versions = record.get(cluster, {}).get(model) if isinstance(record, dict) else None
+        return [int(v) for v in versions] if isinstance(versions, list) and versions else None
+
+    def record_served(self, cluster: str, model: str, versions: list[int]) -> None:
+        with self.table.update_state() as state:
+            record = state.get(SERVED)
+            record = record if isinstance(record, dict) else {}
+            record.setdefault(cluster, {})[model] = sorted(set(versions))
+            state[SERVED] = record
 
     # -- planning ----------------------------------------------------------------------------
     def _plan(
@@ -192,11 +217,28 @@ class LocalFleet:
         return endpoints, [[store], tritons, proxies, [prom]]
 
     # -- up ----------------------------------------------------------------------------------
-    def up(self, fleet: Fleet, fleet_file: Path, timeout_s: float = 180.0) -> FleetEndpoints:
+    def up(
+        self,
+        fleet: Fleet,
+        fleet_file: Path,
+        timeout_s: float = 180.0,
+        *,
+        on_store_ready: StageHook | None = None,
+        on_replicas_ready: StageHook | None = None,
+    ) -> FleetEndpoints:
+        """Converge the processes. The hooks put models in: `on_store_ready` once the store answers
+        (publish), `on_replicas_ready` once every Triton does (load); a failing hook fails the `up`."""
         with self._exclusive("up"):
-            return self._up(fleet, fleet_file, timeout_s)
+            return self._up(fleet, fleet_file, timeout_s, on_store_ready, on_replicas_ready)
 
-    def _up(self, fleet: Fleet, fleet_file: Path, timeout_s: float) -> FleetEndpoints:
+    def _up(
+        self,
+        fleet: Fleet,
+        fleet_file: Path,
+        timeout_s: float,
+        on_store_ready: StageHook | None,
+        on_replicas_ready: StageHook | None,
+    ) -> FleetEndpoints:
         with self.table.update_state() as state:
             recorded = state.get("ports")
             ports = PortBook(recorded if isinstance(recorded, dict) else None)
@@ -216,9 +258,11 @@ class LocalFleet:
             for i, stage in enumerate(stages):
                 started += self._converge(stage, timeout_s)
                 if i == 0:
-                    self._publish_models(fleet, endpoints)
-                if i == 1:
-                    self._load_models(fleet, endpoints)
+                    self._ensure_bucket(endpoints)
+                    if on_store_ready:
+                        on_store_ready(endpoints)
+                if i == 1 and on_replicas_ready:
+                    on_replicas_ready(endpoints)
         except BaseException:
             # Leave nothing half-created by this call: stop what it started fresh. A process it
             # restarted (changed or crashed) and saw ready stays up: its old self is gone already,
@@ -291,46 +335,9 @@ class LocalFleet:
                 )
             time.sleep(0.25)
 
-    def _publish_models(self, fleet: Fleet, endpoints: FleetEndpoints) -> None:
-        store = self.store(endpoints)
+    def _ensure_bucket(self, endpoints: FleetEndpoints) -> None:
+        store = self.object_store(endpoints)
         store.ensure_bucket()
-        for model in fleet.models:
-            if store.versions(model.name):
-                continue
-            version = store.next_version(model.name)
-            self.report(f"publishing {model.name} version {version} to the model store")
-            store.publish_version(
-                model.name,
-                version,
-                cpu_package(model),
-                render_config_pbtxt(model, [version]),
-                {"source": model.source, "engine": {"format": "onnx", "runtime": "onnxruntime-cpu"}},
-            )
-
-    def _load_models(self, fleet: Fleet, endpoints: FleetEndpoints) -> None:
-        store = self.store(endpoints)
-        for model in fleet.models:
-            versions = store.versions(model.name)
-            target = [versions[-1]]  # the newest published version until a rollout says otherwise
-            self.load_everywhere(model, target, endpoints)
-
-    def load_everywhere(self, model: ModelSpec, versions: list[int], endpoints: FleetEndpoints) -> None:
-        """Load `versions` of a model on every replica of every cluster, each verified on its own."""
-        replicas = [(c.name, r) for c in endpoints.clusters for r in c.replicas]
-
-        def load_one(item: tuple[str, ReplicaEndpoints]) -> None:
-            cluster, replica = item
-            if serving_versions(replica.http_url, model.name) == set(versions):
-                return
-            self.report(f"loading {model.name} {versions} on {replica.name}")
-            try:
-                load_versions(replica.http_url, model, versions)
-            except Exception as exc:
-                log = self.table.logs / f"triton-{replica.name}.log"
-                raise FleetRuntimeError(f"triton-{replica.name}: could not load {exc}; see {log}") from exc
-
-        with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
-            list(pool.map(load_one, replicas))
 
     # -- down --------------------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -338,6 +345,7 @@ class LocalFleet:
             stopped = self.table.stop_all()
             with self.table.update_state() as state:
                 state.pop("endpoints", None)
+                state.pop(SERVED, None)  # the store (moto, in memory) is gone with its versions
             return stopped
 
     @contextlib.contextmanager
