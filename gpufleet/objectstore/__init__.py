@@ -7,7 +7,8 @@ path-style `http://127.0.0.1:PORT/devstoreaccount1/CONTAINER/prefix`). Keys are 
 
 Uploads go through each cloud's own transfer library (boto3/s3transfer, google-cloud-storage's
 transfer manager or resumable uploads, azure-storage-blob's block uploads); nothing here splits files.
-Every file carries its sha256 in object metadata, so an unchanged file is recognised without reading it.
+Every file carries its sha256 in object metadata, so an unchanged file is recognised without reading it;
+`sha256_and_size` streams the bytes themselves through sha256, for checks that must not trust metadata.
 
 Conditional writes (what locks and compare-and-swap state are built on), checked against each emulator
 by tests/unit/test_objectstore.py:
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ SHA256_METADATA_KEY = "sha256"
 _METADATA_KEY = re.compile(r"[a-z][a-z0-9_]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+# Bytes per read when a store streams an object through sha256 (memory held per stream).
+DIGEST_CHUNK = 1 * MiB
 
 
 class StoreError(FleetRuntimeError):
@@ -96,6 +100,22 @@ def object_metadata(sha256: str, metadata: Mapping[str, str] | None) -> dict[str
     return {**entries, SHA256_METADATA_KEY: sha256}
 
 
+class Sha256Sink:
+    """A write-only file that hashes and counts what is written to it (nothing is kept)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def result(self) -> tuple[str, int]:
+        return self.hash.hexdigest(), self.size
+
+
 def one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -122,11 +142,24 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def put_file(
-        self, key: str, source: Path | bytes, *, sha256: str, metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        source: Path | bytes,
+        *,
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Upload a file (or bytes), in parallel parts when it is big; its sha256 goes into metadata.
 
         The caller computed `sha256` from the same bytes; it is stored as given (lowercase hex).
+        """
+
+    @abc.abstractmethod
+    def sha256_and_size(self, key: str) -> tuple[str, int] | None:
+        """The sha256 (hex) and byte count of the object's actual bytes; None when it does not exist.
+
+        Streams the bytes through the hash in chunks (memory stays the same whatever the size) and
+        never looks at the sha256 in its metadata: this is how a stored copy is checked, not trusted.
         """
 
     @abc.abstractmethod

@@ -35,6 +35,7 @@ from azure.storage.blob import BlobPrefix, BlobServiceClient, ContainerClient, E
 from gpufleet.errors import UserError
 from gpufleet.objectstore import (
     ObjectStore,
+    Sha256Sink,
     StoredObject,
     TransferSettings,
     connection_reason,
@@ -116,6 +117,24 @@ class BlobStore(ObjectStore):
                 return None
             # The downloader pins every range to the first response's ETag: bytes and token agree.
             return StoredObject(data=download.readall(), token=str(download.properties.etag))
+
+    def sha256_and_size(self, key: str) -> tuple[str, int] | None:
+        with self.operation("sha256_and_size", key):
+            try:
+                # validate_content: ranges of max_chunk_get_size (4 MiB), each checked against the
+                # service's MD5 of it; without it the first request alone takes up to 32 MiB.
+                download = self.container.get_blob_client(self.full_key(key)).download_blob(
+                    validate_content=True
+                )
+            except ResourceNotFoundError as exc:
+                if _code(exc) == "ContainerNotFound":
+                    raise
+                return None
+            sink = Sha256Sink()
+            # The ranges one after another, each pinned to the first response's ETag.
+            for chunk in download.chunks():
+                sink.write(chunk)
+            return sink.result()
 
     def list_keys(self, prefix: str = "") -> list[str]:
         with self.operation("list_keys", prefix):

@@ -32,6 +32,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from gpufleet.objectstore import (
     ObjectStore,
+    Sha256Sink,
     StoredObject,
     StoreError,
     TransferSettings,
@@ -148,6 +149,30 @@ class GcsStore(ObjectStore):
                     continue
                 return StoredObject(data=data, token=str(blob.generation))
             raise StoreError(self.url, "read", key, f"the object kept changing ({_READ_ATTEMPTS} tries)")
+
+    def sha256_and_size(self, key: str) -> tuple[str, int] | None:
+        with self.operation("sha256_and_size", key):
+            for _ in range(_READ_ATTEMPTS):
+                blob = self.bucket.get_blob(
+                    self.full_key(key), retry=self.retry, timeout=self.settings.timeout_s
+                )
+                if blob is None:
+                    return None
+                sink = Sha256Sink()
+                try:
+                    # One streamed download written into the hash as it arrives, pinned like `read`.
+                    blob.download_to_file(
+                        sink,
+                        if_generation_match=blob.generation,
+                        retry=self.retry,
+                        timeout=self.settings.timeout_s,
+                    )
+                except (api_errors.PreconditionFailed, api_errors.NotFound):
+                    continue
+                return sink.result()
+            raise StoreError(
+                self.url, "sha256_and_size", key, f"the object kept changing ({_READ_ATTEMPTS} tries)"
+            )
 
     def list_keys(self, prefix: str = "") -> list[str]:
         with self.operation("list_keys", prefix):

@@ -7,6 +7,7 @@ answered 412 PreconditionFailed when refused; AWS S3 has them since 2024 and mot
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from collections.abc import Mapping
@@ -20,7 +21,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from gpufleet.objectstore import (
+    DIGEST_CHUNK,
     ObjectStore,
+    Sha256Sink,
     StoredObject,
     TransferSettings,
     connection_reason,
@@ -120,6 +123,20 @@ class S3Store(ObjectStore):
                     return None
                 raise
             return StoredObject(data=got["Body"].read(), token=str(got["ETag"]))
+
+    def sha256_and_size(self, key: str) -> tuple[str, int] | None:
+        with self.operation("sha256_and_size", key):
+            try:
+                got = self.s3.get_object(Bucket=self.bucket, Key=self.full_key(key))
+            except ClientError as exc:
+                if _code(exc) in _MISSING:
+                    return None
+                raise
+            sink = Sha256Sink()
+            with contextlib.closing(got["Body"]) as body:
+                for chunk in body.iter_chunks(DIGEST_CHUNK):
+                    sink.write(chunk)
+            return sink.result()
 
     def list_keys(self, prefix: str = "") -> list[str]:
         with self.operation("list_keys", prefix):

@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import threading
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,30 @@ def test_delete_and_delete_of_missing_key(store: ObjectStore) -> None:
     store.delete("k")  # already gone: fine
 
 
+# --- the real digest of stored bytes ---------------------------------------------------------------
+
+
+def test_sha256_and_size_hashes_the_stored_bytes(store: ObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(3 * MiB + 17)  # several read chunks, the last one short
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    store.put_file("m/1/weights.bin", path, sha256=sha(data))
+    assert store.sha256_and_size("m/1/weights.bin") == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_sha256_and_size_ignores_a_lying_metadata_digest(store: ObjectStore) -> None:
+    data, lie = b"the bytes really stored", sha(b"some other bytes")
+    store.put_file("m/1/model.plan", data, sha256=lie)
+    assert store.stored_sha256("m/1/model.plan") == lie  # the metadata does lie
+    assert store.sha256_and_size("m/1/model.plan") == (sha(data), len(data))
+
+
+def test_sha256_and_size_of_a_missing_or_empty_object(store: ObjectStore) -> None:
+    assert store.sha256_and_size("nothing/here") is None
+    store.put_file("empty", b"", sha256=sha(b""))
+    assert store.sha256_and_size("empty") == (sha(b""), 0)
+
+
 # --- one big file in parts ----------------------------------------------------------------------
 
 BIG = 20 * MiB
@@ -129,6 +154,34 @@ def test_big_file_goes_up_in_parts(emulator: Emulator, big_file: Path) -> None:
     assert _parts_of(emulator, store, "engine.plan", sent_chunks) == PARTS
     assert store.stored_sha256("engine.plan") == digest
     assert sha(store.get_bytes("engine.plan") or b"") == digest
+
+
+def test_sha256_and_size_memory_does_not_grow_with_the_object(
+    emulator: Emulator, big_file: Path, tmp_path: Path
+) -> None:
+    """Hashing twice the bytes takes no more memory: the object streams through, whatever its size.
+
+    (Absolute peaks are each SDK's buffering of one range; Azure's is about 50 MiB for 4 MiB ranges.)
+    """
+    store = emulator.open(BUCKET, f"digest-{uuid.uuid4().hex[:8]}")
+    double = tmp_path / "double.plan"
+    double.write_bytes(big_file.read_bytes() * 2)
+    peaks = {}
+    for path in (big_file, double):
+        data = path.read_bytes()
+        store.put_file(path.name, path, sha256=sha(data))
+        expected = (sha(data), len(data))
+        del data
+        tracemalloc.start()
+        try:
+            assert store.sha256_and_size(path.name) == expected
+            peaks[path.stat().st_size] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    grown = peaks[2 * BIG] - peaks[BIG]
+    assert grown < BIG // 4, (
+        f"peak {peaks[BIG] / MiB:.0f} MiB for {BIG // MiB} MiB, +{grown / MiB:.0f} MiB for twice that"
+    )
 
 
 def _store_observing_parts(emulator: Emulator, prefix: str) -> tuple[ObjectStore, list[str]]:
