@@ -22,6 +22,10 @@ by tests/unit/test_objectstore.py:
   in flight at once): S3 multipart works on moto, Blob blocks on Azurite; GCS XML multipart
   (`upload_chunks_concurrently`) is answered 501 by the emulator, whose resumable chunked upload
   (chunks one after another) works instead.
+- server-side copy: S3 via s3transfer's managed copy (UploadPartCopy parts above the threshold, so
+  objects over CopyObject's 5 GB limit copy) works on moto; GCS `rewrite` works on the emulator, which
+  ignores the request's metadata and keeps the source's (the copy then patches its sha256 in); Blob
+  Copy Blob with the account key completes at once on Azurite (a pending copy is polled).
 
 Real GCS honours `ifGenerationMatch` and the XML multipart API; the emulator only lacks them. So the
 GCS code sends the preconditions everywhere, and against the emulator the tests show them ignored
@@ -48,6 +52,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 # Bytes per read when a store streams an object through sha256 (memory held per stream).
 DIGEST_CHUNK = 1 * MiB
+# The StoreError reason of a copy whose source is not there (S3 and GCS answer a bare 404 for it).
+COPY_SOURCE_MISSING = "the source object does not exist"
 
 
 class StoreError(FleetRuntimeError):
@@ -163,6 +169,14 @@ class ObjectStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def copy(self, source_key: str, dest_key: str, *, sha256: str) -> None:
+        """Copy an object to another key of this store inside the service (no bytes pass through here).
+
+        `dest_key` gets `sha256` in its metadata, as put_file would record it; the caller vouches
+        that it is the source's digest. A source that does not exist is a StoreError.
+        """
+
+    @abc.abstractmethod
     def stored_metadata(self, key: str) -> dict[str, str] | None:
         """The object's metadata (without reading its bytes); None when it does not exist.
 
@@ -229,6 +243,9 @@ class ObjectStore(abc.ABC):
     def _holds(self, key: str, data: bytes) -> bool:
         found = self.read(key)
         return found is not None and found.data == data
+
+    def copy_error(self, source_key: str, dest_key: str, reason: str) -> StoreError:
+        return StoreError(self.url, "copy", f"{source_key} -> {dest_key}", reason)
 
     def full_key(self, key: str) -> str:
         if not key or key.startswith("/"):

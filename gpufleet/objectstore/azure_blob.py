@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,17 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
-from azure.storage.blob import BlobPrefix, BlobServiceClient, ContainerClient, ExponentialRetry
+from azure.storage.blob import (
+    BlobClient,
+    BlobPrefix,
+    BlobServiceClient,
+    ContainerClient,
+    ExponentialRetry,
+)
 
 from gpufleet.errors import UserError
 from gpufleet.objectstore import (
+    COPY_SOURCE_MISSING,
     ObjectStore,
     Sha256Sink,
     StoredObject,
@@ -94,6 +102,43 @@ class BlobStore(ObjectStore):
                     )
             else:
                 blob.upload_blob(source, overwrite=True, metadata=meta, max_concurrency=self.max_concurrency)
+
+    def copy(self, source_key: str, dest_key: str, *, sha256: str) -> None:
+        meta = object_metadata(sha256, None)
+        source = self.container.get_blob_client(self.full_key(source_key))
+        dest = self.container.get_blob_client(self.full_key(dest_key))
+        with self.operation("copy", f"{source_key} -> {dest_key}"):
+            try:
+                # Copy Blob: inside one account the source needs no credential of its own (the
+                # request's own authorizes it); any size; done by the service, maybe asynchronously.
+                started = dest.start_copy_from_url(source.url, metadata=meta)
+            except ResourceNotFoundError as exc:
+                if _code(exc) == "ContainerNotFound":
+                    raise
+                raise self.copy_error(source_key, dest_key, COPY_SOURCE_MISSING) from exc
+            if started["copy_status"] != "success":
+                self._wait_for_copy(dest, source_key, dest_key)
+
+    def _wait_for_copy(self, dest: BlobClient, source_key: str, dest_key: str) -> None:
+        """Poll a pending copy until it ends; abort it when its progress stalls for `timeout_s`."""
+        pause, progress, moved_at = 0.05, "", time.monotonic()
+        while True:
+            copy = dest.get_blob_properties().copy
+            if copy.status != "pending":
+                break
+            if copy.progress != progress:
+                progress, moved_at = str(copy.progress), time.monotonic()
+            elif time.monotonic() - moved_at > self.timeout_s:
+                dest.abort_copy(str(copy.id))
+                raise self.copy_error(
+                    source_key,
+                    dest_key,
+                    f"no progress in {self.timeout_s:.0f} s at {progress} bytes; aborted",
+                )
+            time.sleep(pause)
+            pause = min(1.0, pause * 2)
+        if copy.status != "success":
+            raise self.copy_error(source_key, dest_key, f"copy {copy.status}: {copy.status_description}")
 
     def stored_metadata(self, key: str) -> dict[str, str] | None:
         with self.operation("stored_metadata", key):

@@ -31,6 +31,7 @@ from google.cloud.storage.exceptions import InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from gpufleet.objectstore import (
+    COPY_SOURCE_MISSING,
     ObjectStore,
     Sha256Sink,
     StoredObject,
@@ -125,6 +126,32 @@ class GcsStore(ObjectStore):
             else:
                 blob.upload_from_file(
                     io.BytesIO(source), size=size, retry=self.retry, timeout=self.settings.timeout_s
+                )
+
+    def copy(self, source_key: str, dest_key: str, *, sha256: str) -> None:
+        meta = object_metadata(sha256, None)
+        with self.operation("copy", f"{source_key} -> {dest_key}"):
+            source = self.bucket.blob(self.full_key(source_key))
+            dest = self.bucket.blob(self.full_key(dest_key))
+            dest.metadata = meta  # the rewrite request's body: the new object's metadata
+            token: str | None = None
+            try:
+                # Rewrite, not copyTo: GCS may answer a big rewrite in several calls, each with a token.
+                while True:
+                    token, _, _ = dest.rewrite(
+                        source, token=token, retry=self.retry, timeout=self.settings.timeout_s
+                    )
+                    if token is None:
+                        break
+            except api_errors.NotFound as exc:
+                if self.client.lookup_bucket(self.bucket.name, retry=self.retry) is None:
+                    raise
+                raise self.copy_error(source_key, dest_key, COPY_SOURCE_MISSING) from exc
+            if (dest.metadata or {}) != meta:
+                # gcp-storage-emulator ignores the body and keeps the source's metadata: set ours.
+                dest.metadata = meta
+                dest.patch(
+                    if_generation_match=dest.generation, retry=self.retry, timeout=self.settings.timeout_s
                 )
 
     def stored_metadata(self, key: str) -> dict[str, str] | None:

@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from gpufleet.objectstore import (
+    COPY_SOURCE_MISSING,
     DIGEST_CHUNK,
     ObjectStore,
     Sha256Sink,
@@ -103,6 +104,19 @@ class S3Store(ObjectStore):
                 self.s3.upload_fileobj(
                     io.BytesIO(source), self.bucket, self.full_key(key), extra, Config=self.transfer
                 )
+
+    def copy(self, source_key: str, dest_key: str, *, sha256: str) -> None:
+        # s3transfer's managed copy: CopyObject below multipart_threshold, UploadPartCopy in parts of
+        # part_size above it (CopyObject stops at 5 GB), the parts pinned to the source's ETag.
+        extra = {"Metadata": object_metadata(sha256, None), "MetadataDirective": "REPLACE"}
+        source = {"Bucket": self.bucket, "Key": self.full_key(source_key)}
+        with self.operation("copy", f"{source_key} -> {dest_key}"):
+            try:
+                self.s3.copy(source, self.bucket, self.full_key(dest_key), extra, Config=self.transfer)
+            except ClientError as exc:
+                if _code(exc) in _MISSING:  # the source HEAD s3transfer starts with
+                    raise self.copy_error(source_key, dest_key, COPY_SOURCE_MISSING) from exc
+                raise
 
     def stored_metadata(self, key: str) -> dict[str, str] | None:
         with self.operation("stored_metadata", key):

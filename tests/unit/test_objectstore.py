@@ -23,6 +23,7 @@ import requests
 from gpufleet.local.ports import LOOPBACK, free_port
 from gpufleet.objectstore import MiB, ObjectStore, StoreError, TransferSettings
 from gpufleet.objectstore.emulators import KINDS, Emulator, EmulatorKind
+from gpufleet.objectstore.s3 import S3Store
 from tests.objectstore_servers import emulator_or_skip
 
 BUCKET = "gpufleet-contract"
@@ -132,6 +133,37 @@ def test_sha256_and_size_of_a_missing_or_empty_object(store: ObjectStore) -> Non
     assert store.sha256_and_size("empty") == (sha(b""), 0)
 
 
+# --- server-side copies ---------------------------------------------------------------------------
+
+
+def test_copy_makes_an_equal_object_carrying_the_given_sha256(store: ObjectStore) -> None:
+    data = os.urandom(50_000)
+    store.put_file("m/1/weights.bin", data, sha256=sha(data), metadata={"precision": "fp16"})
+    store.copy("m/1/weights.bin", "m/2/weights.bin", sha256=sha(data))
+    assert store.sha256_and_size("m/2/weights.bin") == (sha(data), len(data))
+    assert store.stored_sha256("m/2/weights.bin") == sha(data)
+    assert store.sha256_and_size("m/1/weights.bin") == (sha(data), len(data))  # the source stays
+    assert store.list_keys("m/") == ["m/1/weights.bin", "m/2/weights.bin"]
+
+
+def test_copy_records_its_own_sha256_not_the_sources(store: ObjectStore) -> None:
+    data, lie = b"real bytes", sha(b"not these bytes")
+    store.put_file("src", data, sha256=lie)
+    store.copy("src", "dst", sha256=sha(data))
+    assert store.stored_sha256("dst") == sha(data)
+    assert store.stored_sha256("src") == lie
+
+
+def test_copy_of_a_missing_source_is_one_line_and_creates_nothing(store: ObjectStore) -> None:
+    with pytest.raises(StoreError) as caught:
+        store.copy("m/1/gone.bin", "m/2/gone.bin", sha256=sha(b""))
+    assert str(caught.value) == (
+        f"object store {store.url}: copy 'm/1/gone.bin -> m/2/gone.bin' failed: "
+        "the source object does not exist"
+    )
+    assert store.list_keys() == []
+
+
 # --- one big file in parts ----------------------------------------------------------------------
 
 BIG = 20 * MiB
@@ -154,6 +186,20 @@ def test_big_file_goes_up_in_parts(emulator: Emulator, big_file: Path) -> None:
     assert _parts_of(emulator, store, "engine.plan", sent_chunks) == PARTS
     assert store.stored_sha256("engine.plan") == digest
     assert sha(store.get_bytes("engine.plan") or b"") == digest
+
+
+def test_big_object_copy_is_whole_and_in_parts_on_s3(emulator: Emulator, big_file: Path) -> None:
+    """Above multipart_threshold S3 copies in UploadPartCopy parts: the path objects over 5 GB need."""
+    store = emulator.open(BUCKET, f"copy-{uuid.uuid4().hex[:8]}")
+    digest = sha(big_file.read_bytes())
+    store.put_file("m/1/engine.plan", big_file, sha256=digest)
+    store.copy("m/1/engine.plan", "m/2/engine.plan", sha256=digest)
+    assert store.sha256_and_size("m/2/engine.plan") == (digest, BIG)
+    assert store.stored_sha256("m/2/engine.plan") == digest
+    if emulator.kind == "s3":
+        assert isinstance(store, S3Store)
+        whole = store.s3.head_object(Bucket=store.bucket, Key=store.full_key("m/2/engine.plan"))
+        assert str(whole["ETag"]).endswith(f'-{PARTS}"'), whole["ETag"]
 
 
 def test_sha256_and_size_memory_does_not_grow_with_the_object(
