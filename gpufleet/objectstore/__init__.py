@@ -38,7 +38,8 @@ import abc
 import contextlib
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 # Bytes per read when a store streams an object through sha256 (memory held per stream).
 DIGEST_CHUNK = 1 * MiB
+# Called with each increment of bytes sent; the increments of one upload add up to its size.
+ByteProgress = Callable[[int], None]
 # The StoreError reason of a copy whose source is not there (S3 and GCS answer a bare 404 for it).
 COPY_SOURCE_MISSING = "the source object does not exist"
 
@@ -122,6 +125,26 @@ class Sha256Sink:
         return self.hash.hexdigest(), self.size
 
 
+class ProgressFromTotals:
+    """Turns "bytes done so far" reports into increments for a ByteProgress.
+
+    Only growth is passed on: a report below the best one so far (a retried chunk read again, or
+    totals from parallel threads arriving out of order) adds nothing, so the increments sum to the
+    highest total reported, which is the size once the upload has finished.
+    """
+
+    def __init__(self, progress: ByteProgress) -> None:
+        self.progress = progress
+        self.reported = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int) -> None:
+        with self._lock:
+            grown, self.reported = done - self.reported, max(done, self.reported)
+        if grown > 0:
+            self.progress(grown)
+
+
 def one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -154,10 +177,14 @@ class ObjectStore(abc.ABC):
         *,
         sha256: str,
         metadata: Mapping[str, str] | None = None,
+        progress: ByteProgress | None = None,
     ) -> None:
         """Upload a file (or bytes), in parallel parts when it is big; its sha256 goes into metadata.
 
         The caller computed `sha256` from the same bytes; it is stored as given (lowercase hex).
+        `progress` is called with increments of bytes as they go out, possibly from several threads
+        at once (a retried part may be reported again as a negative and then positive increment on S3);
+        the increments of a finished upload add up to its size.
         """
 
     @abc.abstractmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +42,9 @@ from azure.storage.blob import (
 from gpufleet.errors import UserError
 from gpufleet.objectstore import (
     COPY_SOURCE_MISSING,
+    ByteProgress,
     ObjectStore,
+    ProgressFromTotals,
     Sha256Sink,
     StoredObject,
     TransferSettings,
@@ -86,10 +88,18 @@ class BlobStore(ObjectStore):
             self.container.create_container(timeout=int(self.timeout_s))
 
     def put_file(
-        self, key: str, source: Path | bytes, *, sha256: str, metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        source: Path | bytes,
+        *,
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
+        progress: ByteProgress | None = None,
     ) -> None:
         meta = object_metadata(sha256, metadata)
         blob = self.container.get_blob_client(self.full_key(key))
+        # upload_blob's progress_hook gets (bytes done so far, total), after each block or the one Put.
+        hook = None if progress is None else _totals_hook(ProgressFromTotals(progress))
         with self.operation("put_file", key):
             if isinstance(source, Path):
                 with source.open("rb") as data:
@@ -99,9 +109,16 @@ class BlobStore(ObjectStore):
                         overwrite=True,
                         metadata=meta,
                         max_concurrency=self.max_concurrency,
+                        progress_hook=hook,
                     )
             else:
-                blob.upload_blob(source, overwrite=True, metadata=meta, max_concurrency=self.max_concurrency)
+                blob.upload_blob(
+                    source,
+                    overwrite=True,
+                    metadata=meta,
+                    max_concurrency=self.max_concurrency,
+                    progress_hook=hook,
+                )
 
     def copy(self, source_key: str, dest_key: str, *, sha256: str) -> None:
         meta = object_metadata(sha256, None)
@@ -260,6 +277,13 @@ def _default_credential(account: str) -> Any:
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
+
+
+def _totals_hook(totals: ProgressFromTotals) -> Callable[[int, int | None], None]:
+    def hook(done: int, total: int | None) -> None:
+        totals(done)
+
+    return hook
 
 
 def _code(exc: BaseException) -> str:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mimetypes
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 from google.api_core import exceptions as api_errors
@@ -32,7 +33,9 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from gpufleet.objectstore import (
     COPY_SOURCE_MISSING,
+    ByteProgress,
     ObjectStore,
+    ProgressFromTotals,
     Sha256Sink,
     StoredObject,
     StoreError,
@@ -100,7 +103,13 @@ class GcsStore(ObjectStore):
                 self.client.create_bucket(self.bucket.name, retry=self.retry)
 
     def put_file(
-        self, key: str, source: Path | bytes, *, sha256: str, metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        source: Path | bytes,
+        *,
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
+        progress: ByteProgress | None = None,
     ) -> None:
         meta = object_metadata(sha256, metadata)
         with self.operation("put_file", key):
@@ -118,14 +127,20 @@ class GcsStore(ObjectStore):
                     timeout=self.settings.timeout_s,
                     retry=self.retry,
                 )
+                if progress is not None:
+                    progress(size)  # the transfer manager's workers report nothing on the way
                 return
             blob = self.bucket.blob(self.full_key(key), chunk_size=self.settings.part_size if big else None)
             blob.metadata = meta
-            if isinstance(source, Path):
-                blob.upload_from_filename(str(source), retry=self.retry, timeout=self.settings.timeout_s)
-            else:
+            # What upload_from_filename does (content type from the name), on a stream we can watch.
+            content_type = mimetypes.guess_type(str(source))[0] if isinstance(source, Path) else None
+            with source.open("rb") if isinstance(source, Path) else io.BytesIO(source) as stream:
                 blob.upload_from_file(
-                    io.BytesIO(source), size=size, retry=self.retry, timeout=self.settings.timeout_s
+                    stream if progress is None else _ReadProgress(stream, progress),
+                    size=size,
+                    content_type=content_type,
+                    retry=self.retry,
+                    timeout=self.settings.timeout_s,
                 )
 
     def copy(self, source_key: str, dest_key: str, *, sha256: str) -> None:
@@ -252,3 +267,26 @@ class GcsStore(ObjectStore):
         if isinstance(exc, requests.RequestException):
             return str(exc)
         return None
+
+
+class _ReadProgress:
+    """The file a GCS upload reads: reports how far its reads have got as bytes sent.
+
+    The library reads one request's bytes (a chunk, or a small file whole) right before sending
+    them, and seeks back to re-read a chunk it retries; only the furthest point counts.
+    """
+
+    def __init__(self, stream: IO[bytes], progress: ByteProgress) -> None:
+        self.stream = stream
+        self.reached = ProgressFromTotals(progress)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.reached(self.stream.tell())
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()

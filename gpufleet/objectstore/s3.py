@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from gpufleet.objectstore import (
     COPY_SOURCE_MISSING,
     DIGEST_CHUNK,
+    ByteProgress,
     ObjectStore,
     Sha256Sink,
     StoredObject,
@@ -94,15 +95,34 @@ class S3Store(ObjectStore):
                 )
 
     def put_file(
-        self, key: str, source: Path | bytes, *, sha256: str, metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        source: Path | bytes,
+        *,
+        sha256: str,
+        metadata: Mapping[str, str] | None = None,
+        progress: ByteProgress | None = None,
     ) -> None:
         extra = {"Metadata": object_metadata(sha256, metadata)}
         with self.operation("put_file", key):
+            # s3transfer's Callback: bytes as each part's body is read out to the connection.
             if isinstance(source, Path):
-                self.s3.upload_file(str(source), self.bucket, self.full_key(key), extra, Config=self.transfer)
+                self.s3.upload_file(
+                    str(source),
+                    self.bucket,
+                    self.full_key(key),
+                    extra,
+                    Callback=progress,
+                    Config=self.transfer,
+                )
             else:
                 self.s3.upload_fileobj(
-                    io.BytesIO(source), self.bucket, self.full_key(key), extra, Config=self.transfer
+                    io.BytesIO(source),
+                    self.bucket,
+                    self.full_key(key),
+                    extra,
+                    Callback=progress,
+                    Config=self.transfer,
                 )
 
     def copy(self, source_key: str, dest_key: str, *, sha256: str) -> None:

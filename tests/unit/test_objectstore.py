@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from gpufleet.local.ports import LOOPBACK, free_port
-from gpufleet.objectstore import MiB, ObjectStore, StoreError, TransferSettings
+from gpufleet.objectstore import MiB, ObjectStore, ProgressFromTotals, StoreError, TransferSettings
 from gpufleet.objectstore.emulators import KINDS, Emulator, EmulatorKind
 from gpufleet.objectstore.s3 import S3Store
 from tests.objectstore_servers import emulator_or_skip
@@ -107,6 +107,40 @@ def test_delete_and_delete_of_missing_key(store: ObjectStore) -> None:
     store.delete("k")
     assert store.get_bytes("k") is None
     store.delete("k")  # already gone: fine
+
+
+# --- progress of uploads ---------------------------------------------------------------------------
+
+
+class Increments:
+    """A put_file progress callback that keeps every increment (called from the SDKs' threads)."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, n_bytes: int) -> None:
+        with self._lock:
+            self.seen.append(n_bytes)
+
+
+def test_totals_that_go_back_or_arrive_out_of_order_add_nothing() -> None:
+    """A retried chunk read again (GCS) or parallel blocks' totals out of order (Blob) count once."""
+    increments = Increments()
+    totals = ProgressFromTotals(increments)
+    for done in (100, 250, 100, 250, 400, 300, 500):
+        totals(done)
+    assert increments.seen == [100, 150, 150, 100]
+
+
+def test_progress_of_small_uploads_adds_up_to_their_size(store: ObjectStore, tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(os.urandom(70_001))
+    from_file, from_bytes = Increments(), Increments()
+    store.put_file("a", path, sha256=sha(path.read_bytes()), progress=from_file)
+    store.put_file("b", b"x" * 333, sha256=sha(b"x" * 333), progress=from_bytes)
+    assert sum(from_file.seen) == 70_001 and sum(from_bytes.seen) == 333
+    assert store.sha256_and_size("a") == (sha(path.read_bytes()), 70_001)
 
 
 # --- the real digest of stored bytes ---------------------------------------------------------------
@@ -228,6 +262,19 @@ def test_sha256_and_size_memory_does_not_grow_with_the_object(
     assert grown < BIG // 4, (
         f"peak {peaks[BIG] / MiB:.0f} MiB for {BIG // MiB} MiB, +{grown / MiB:.0f} MiB for twice that"
     )
+
+
+def test_progress_of_a_big_upload_moves_part_by_part_and_adds_up_to_its_size(
+    emulator: Emulator, big_file: Path
+) -> None:
+    store = emulator.open(BUCKET, f"progress-{uuid.uuid4().hex[:8]}")
+    increments = Increments()
+    store.put_file("engine.plan", big_file, sha256=sha(big_file.read_bytes()), progress=increments)
+    assert sum(increments.seen) == BIG
+    # At least one report per part, each smaller than the file: the bar moves while it goes up.
+    assert len([n for n in increments.seen if n > 0]) >= PARTS
+    assert max(increments.seen) < BIG
+    assert store.sha256_and_size("engine.plan") == (sha(big_file.read_bytes()), BIG)
 
 
 def _store_observing_parts(emulator: Emulator, prefix: str) -> tuple[ObjectStore, list[str]]:
