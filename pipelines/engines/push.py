@@ -7,7 +7,9 @@ Protocol (keys relative to the store's prefix; see pipelines/engines/__init__.py
    `--version N`, stop with one line). The token and N are written to a local journal *before* the
    request, so a push killed at any moment knows on its next run which number it may own.
 2. Upload every package file to `<model>/<N>/`, in parallel, each with its sha256 in metadata. A
-   resumed push skips every file already stored with the same sha256.
+   resumed push skips every file already stored with the same sha256. A file whose sha256 is one
+   of the newest published version's files (by that version's manifest, so only published bytes
+   are reused; any name) is copied from there inside the store instead of uploaded again.
 3. Check the reservation is still this push's, write `<model>/config.pbtxt` (pinned to N), then
    `<model>/<N>/manifest.json` LAST (conditional create): sha256 + size of every file, the engine
    metadata, lineage. Until it exists no reader lists version N; once it exists every file it names
@@ -40,7 +42,7 @@ from typing import Any, Protocol
 from filelock import FileLock, Timeout
 
 from gpufleet.errors import FleetRuntimeError, UserError
-from gpufleet.objectstore import ObjectStore
+from gpufleet.objectstore import ByteProgress, ObjectStore
 from gpufleet.spec import ModelSpec
 from gpufleet.store import MANIFEST
 from pipelines.engines.metadata import signature_problem, utc_now
@@ -57,6 +59,9 @@ FILE_WORKERS = 2
 
 
 class PushProgress(Protocol):
+    """`advance` is called with bytes as they go out (from the transfer threads, several at once), and
+    with a whole file's size when it is skipped or copied; the calls add up to `begin`'s total."""
+
     def note(self, text: str) -> None: ...
     def begin(self, total_bytes: int) -> None: ...
     def advance(self, done_bytes: int) -> None: ...
@@ -80,6 +85,8 @@ class PushResult:
     bytes_uploaded: int = 0  # every byte written to the store: files, config, manifest, reservation
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already stored with the same sha256
+    # Copied inside the store from the newest published version (same sha256): not in bytes_uploaded.
+    copied: list[str] = field(default_factory=list)
     resumed: bool = False  # completed a push interrupted earlier
     already_published: bool = False  # nothing to do: this package is that version already
 
@@ -222,6 +229,8 @@ class _Push:
     ) -> None:
         self.store, self.model, self.package = store, model, package
         self.progress, self.lineage, self.file_workers = progress, lineage, max(1, file_workers)
+        # Byte-level callbacks only for someone listening: without, uploads run as they always did.
+        self.sent: ByteProgress | None = None if isinstance(progress, _Silent) else progress.advance
         self.result = PushResult(model=model.name, version=0)
         self._count = threading.Lock()
 
@@ -401,6 +410,26 @@ class _Push:
         with self._count:
             self.result.bytes_uploaded += size
 
+    def _published_files(self, version: int) -> dict[str, tuple[str, int]]:
+        """sha256 -> (key, size) of a file of the newest version with a manifest, other than `version`.
+
+        A manifest exists only once every file it names is stored with its sha256: those objects are
+        safe copy sources. Versions still being pushed (no manifest) are passed over.
+        """
+        for number in reversed(self._numbers()):
+            manifest = self._manifest(number) if number != version else None
+            if manifest is None:
+                continue
+            files = manifest.get("files")
+            found: dict[str, tuple[str, int]] = {}
+            for name, entry in files.items() if isinstance(files, dict) else []:
+                digest = entry.get("sha256") if isinstance(entry, dict) else None
+                size = entry.get("size") if isinstance(entry, dict) else None
+                if isinstance(digest, str) and isinstance(size, int):
+                    found.setdefault(digest, (self.key(number, name), size))
+            return found
+        return {}
+
     def _upload(self, version: int, *, resumed: bool) -> None:
         files = sorted(self.package.files, key=lambda f: -f.size)  # big first: the workers finish together
         self.progress.begin(self.package.total_bytes)
@@ -410,18 +439,28 @@ class _Push:
             wanted = {self.key(version, f.name) for f in files} | {self.key(version, RESERVATION)}
             for stale in sorted(present - wanted):  # from the package as it was when the push died
                 self.store.delete(stale)
+        published = self._published_files(version)
+
+        def copy_source(f: PackageFile, digest: str) -> str | None:
+            source, size = published.get(digest, ("", -1))
+            # The HEAD: a published file deleted (or replaced) since is uploaded instead.
+            if size != f.size or self.store.stored_sha256(source) != digest:
+                return None
+            return source
 
         def send(f: PackageFile) -> None:
             key, digest = self.key(version, f.name), hashes[f.name].result()
             if key in present and self.store.stored_sha256(key) == digest:
-                with self._count:
-                    self.result.skipped.append(f.name)
+                self._record(self.result.skipped, f.name)
+                self.progress.advance(f.size)
+            elif (source := copy_source(f, digest)) is not None:
+                self.store.copy(source, key, sha256=digest)
+                self._record(self.result.copied, f.name)
+                self.progress.advance(f.size)
             else:
-                self.store.put_file(key, f.path, sha256=digest)
+                self.store.put_file(key, f.path, sha256=digest, progress=self.sent)
                 self._count_bytes(f.size)
-                with self._count:
-                    self.result.uploaded.append(f.name)
-            self.progress.advance(f.size)
+                self._record(self.result.uploaded, f.name)
 
         # Files are hashed ahead, in upload order, while earlier files upload.
         with ThreadPoolExecutor(max_workers=2) as hasher:
@@ -436,8 +475,12 @@ class _Push:
                 hasher.shutdown(cancel_futures=True)
         for future in done:
             future.result()  # the first failure, as it was raised
-        self.result.uploaded.sort()
-        self.result.skipped.sort()
+        for names in (self.result.uploaded, self.result.skipped, self.result.copied):
+            names.sort()
+
+    def _record(self, names: list[str], name: str) -> None:
+        with self._count:
+            names.append(name)
 
     def _publish(self, journal: Journal) -> None:
         version = journal.version

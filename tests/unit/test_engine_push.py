@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -295,7 +296,7 @@ class Crash(BaseException):
     """Stands for the process dying: no `except Exception` in the push may catch it."""
 
 
-WRITES = ("put_file", "create_if_absent", "replace_if_unchanged", "delete")
+WRITES = ("put_file", "copy", "create_if_absent", "replace_if_unchanged", "delete")
 
 
 def crashing_at(store: ObjectStore, at: int, when: str) -> list[str]:
@@ -320,34 +321,50 @@ def crashing_at(store: ObjectStore, at: int, when: str) -> list[str]:
     return seen
 
 
+@pytest.mark.parametrize("before", ["nothing", "a published version"])
 def test_a_push_dying_around_any_write_shows_no_partial_version_and_a_rerun_completes_it(
-    tmp_path: Path, moto: Emulator, prefix: str
+    tmp_path: Path, moto: Emulator, prefix: str, before: str
 ) -> None:
+    """Over a published version 1 the push of version 2 copies its unchanged files: dying around
+    each copy is covered too."""
     folder = make_package(tmp_path / "pkg", {"a.bin": os.urandom(10_000), "b.bin": os.urandom(20_000)})
-    counting = moto.open(BUCKET, f"{prefix}-count")
+    earlier = tmp_path / "earlier"
+    if before == "a published version":
+        shutil.copytree(folder, earlier)
+        (folder / "b.bin").write_bytes(os.urandom(20_000))  # one file changes, four stay
+    expected = 1 if before == "nothing" else 2
+
+    def fresh_store(case: str) -> ObjectStore:
+        store = moto.open(BUCKET, case)
+        if before == "a published version":
+            assert push(store, earlier, tmp_path / f"j-earlier-{case}").version == 1
+        return store
+
+    counting = fresh_store(f"{prefix}-count")
     writes = crashing_at(counting, at=0, when="never")
     push(counting, folder, tmp_path / "j0")
-    # reservation, 5 files, config.pbtxt, manifest
+    # reservation, 5 files (uploaded, or 4 copied and 1 uploaded), config.pbtxt, manifest
     assert len(writes) == 8, writes
+    assert len([w for w in writes if w.startswith("copy ")]) == (0 if before == "nothing" else 4), writes
 
     for at in range(1, len(writes) + 1):
         for when in ("before", "after"):
             case = f"{prefix}-{at}-{when}"
             journal = tmp_path / f"j-{case}"
-            dying = moto.open(BUCKET, case)
+            dying = fresh_store(case)
             crashing_at(dying, at, when)
             with pytest.raises(Crash):
                 push(dying, folder, journal)
             reader = ModelStore(BUCKET, case, moto.endpoint, credentials=LOCAL_S3_CREDENTIALS)
             listed = reader.versions("mlp")
-            assert listed in ([], [1]), (at, when, listed)
+            assert listed in (list(range(1, expected)), list(range(1, expected + 1))), (at, when, listed)
             for version in listed:
                 assert stored_version_problem(reader, "mlp", version) is None, (at, when)
 
             rerun = push(moto.open(BUCKET, case), folder, journal)
-            assert rerun.version == 1, (at, when)
-            assert reader.versions("mlp") == [1], (at, when)
-            assert stored_version_problem(reader, "mlp", 1) is None, (at, when)
+            assert rerun.version == expected, (at, when)
+            assert reader.versions("mlp") == list(range(1, expected + 1)), (at, when)
+            assert stored_version_problem(reader, "mlp", expected) is None, (at, when)
             assert not list(journal.glob("*.json")), (at, when)
 
 
@@ -436,18 +453,19 @@ def test_engine_commands_are_on_the_gpufleet_command_line() -> None:
 # --- the other clouds' stores ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=[k for k in KINDS if k != "s3"])
-def other_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Emulator]:
+@pytest.fixture(scope="module", params=KINDS)
+def cloud(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     kind: EmulatorKind = request.param
+    if kind == "s3":
+        yield request.getfixturevalue("moto")
+        return
     with emulator_or_skip(kind, tmp_path_factory.mktemp(f"{kind}-emulator")) as server:
         server.open(BUCKET).ensure_bucket()
         yield server
 
 
-def test_push_and_unchanged_re_push_on_gcs_and_blob_emulators(tmp_path: Path, other_cloud: Emulator) -> None:
-    store = other_cloud.open(BUCKET, f"p-{uuid.uuid4().hex[:8]}")
+def test_push_and_unchanged_re_push_on_every_cloud(tmp_path: Path, cloud: Emulator) -> None:
+    store = cloud.open(BUCKET, f"p-{uuid.uuid4().hex[:8]}")
     folder = make_package(tmp_path / "pkg", {"weights.bin": os.urandom(100_000)})
     first = push(store, folder, tmp_path / "j")
     assert first.version == 1 and first.bytes_uploaded > 100_000
@@ -460,3 +478,83 @@ def test_push_and_unchanged_re_push_on_gcs_and_blob_emulators(tmp_path: Path, ot
         )
     again = push(store, folder, tmp_path / "j")
     assert (again.version, again.bytes_uploaded) == (1, 0)
+
+
+def test_a_new_version_copies_the_files_the_last_one_already_has(tmp_path: Path, cloud: Emulator) -> None:
+    store = cloud.open(BUCKET, f"p-{uuid.uuid4().hex[:8]}")
+    weights, vocab = os.urandom(300_000), b'{"tokens": ["a", "b"]}'
+    folder = make_package(tmp_path / "pkg", {"weights.bin": weights, "vocab.json": vocab})
+    first = push(store, folder, tmp_path / "j")
+    assert first.version == 1 and first.copied == []
+
+    (folder / "vocab.json").write_bytes(vocab + b"\n")  # one byte more: changed
+    (folder / "weights.bin").rename(folder / "weights-00.bin")  # same bytes, another name
+    on_disk = {p.name: p.read_bytes() for p in folder.iterdir()}
+    second = push(store, folder, tmp_path / "j")
+
+    assert second.version == 2
+    assert second.uploaded == ["vocab.json"]
+    assert second.copied == sorted(set(on_disk) - {"vocab.json"})
+    assert second.skipped == []
+    assert len(vocab) + 1 <= second.bytes_uploaded < sum(len(b) for b in on_disk.values())
+    assert second.bytes_uploaded < len(weights)  # the weights did not go up again
+    manifest = json.loads(store.get_bytes("mlp/2/manifest.json") or b"{}")
+    assert manifest["files"] == {n: {"sha256": sha(b), "size": len(b)} for n, b in on_disk.items()}
+    for name, entry in manifest["files"].items():
+        # The bytes really stored (not their metadata), and the sha256 recorded with each object.
+        assert store.sha256_and_size(f"mlp/2/{name}") == (entry["sha256"], entry["size"]), name
+        assert store.stored_sha256(f"mlp/2/{name}") == entry["sha256"], name
+    assert store.sha256_and_size("mlp/1/weights.bin") == (sha(weights), len(weights))
+
+
+def test_only_files_of_a_published_version_are_copied(
+    tmp_path: Path, store: ObjectStore, reader: ModelStore
+) -> None:
+    shard, weights, gone = os.urandom(20_000), os.urandom(30_000), os.urandom(10_000)
+    push(store, make_package(tmp_path / "v1", {"weights.bin": weights, "gone.bin": gone}), tmp_path / "j")
+    # Version 2 has the shard but no manifest (a push that died, or is still going): not a source.
+    store.put_file("mlp/2/shard.bin", shard, sha256=sha(shard))
+    # A file of version 1 deleted since: its manifest entry no longer makes it a source either.
+    store.delete("mlp/1/gone.bin")
+    folder = make_package(tmp_path / "v3", {"weights.bin": weights, "shard.bin": shard, "gone.bin": gone})
+
+    third = push(store, folder, tmp_path / "j")
+    assert third.version == 3
+    assert {"weights.bin", "model.onnx"} <= set(third.copied)
+    assert {"shard.bin", "gone.bin"} <= set(third.uploaded)
+    assert stored_version_problem(reader, "mlp", 3) is None
+
+
+class RecordedProgress:
+    def __init__(self) -> None:
+        self.total = -1
+        self.advances: list[int] = []
+        self._lock = threading.Lock()
+
+    def note(self, text: str) -> None:
+        pass
+
+    def begin(self, total_bytes: int) -> None:
+        self.total = total_bytes
+
+    def advance(self, done_bytes: int) -> None:
+        with self._lock:
+            self.advances.append(done_bytes)
+
+
+def test_progress_moves_with_bytes_and_copied_files_count_whole(tmp_path: Path, store: ObjectStore) -> None:
+    big = os.urandom(12 * 1024 * 1024)  # above the multipart threshold: in parts
+    folder = make_package(tmp_path / "pkg", {"weights.bin": big})
+    total = sum(p.stat().st_size for p in folder.iterdir())
+    first = RecordedProgress()
+    push(store, folder, tmp_path / "j", progress=first)
+    assert first.total == total and sum(first.advances) == total
+    assert len(first.advances) > 2 * len(list(folder.iterdir()))  # many moves per file, not one
+    assert max(first.advances) < len(big)
+
+    (folder / "engine.json").write_bytes((folder / "engine.json").read_bytes() + b" ")
+    second = RecordedProgress()
+    result = push(store, folder, tmp_path / "j", progress=second)
+    assert "weights.bin" in result.copied
+    assert second.total == total + 1 and sum(second.advances) == total + 1
+    assert len(big) in second.advances  # the copied file: its size at once
