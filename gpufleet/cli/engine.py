@@ -192,7 +192,8 @@ def _print_result(result: PushResult, url: str) -> None:
         )
     typer.echo(
         f"version={result.version} bytes_uploaded={result.bytes_uploaded} "
-        f"files_uploaded={len(result.uploaded)} files_skipped={len(result.skipped)}"
+        f"files_uploaded={len(result.uploaded)} files_copied={len(result.copied)} "
+        f"files_skipped={len(result.skipped)}"
     )
 
 

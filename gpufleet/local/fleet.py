@@ -44,7 +44,6 @@ from gpufleet.local.triton import TritonPorts, prepare_backends, triton_spec
 from gpufleet.objectstore import TransferSettings
 from gpufleet.objectstore.s3 import S3Store
 from gpufleet.spec import Fleet
-from gpufleet.store import ModelStore
 from gpufleet.triton_admin import repository_index
 
 Report = Callable[[str], None]
@@ -114,11 +113,6 @@ class LocalFleet:
             return FleetEndpoints.from_dict(raw)
         except (KeyError, TypeError):
             return None
-
-    def store(self, endpoints: FleetEndpoints) -> ModelStore:
-        return ModelStore(
-            endpoints.bucket, endpoints.prefix, endpoints.store_url, credentials=LOCAL_S3_CREDENTIALS
-        )
 
     def object_store(self, endpoints: FleetEndpoints) -> S3Store:
         """The fleet's model store (moto's S3 API on loopback) as the engine pipeline writes it."""

@@ -30,6 +30,7 @@ from gpufleet.local.store_server import LOCAL_S3_CREDENTIALS
 from gpufleet.spec import ModelSpec, load_fleet
 from gpufleet.triton_admin import client
 from tests.conftest import GPUFLEET, TEST_FLEET, RunningFleet
+from tests.store_reader import StoreReader
 from tests.unit.test_engine_push import stored_version_problem
 
 pytestmark = pytest.mark.integration
@@ -101,7 +102,8 @@ def session(local_fleet: RunningFleet, tmp_path_factory: pytest.TempPathFactory)
 def test_push_then_load_serves_on_every_replica_of_each_cluster(session: Session) -> None:
     v1 = session.build_and_push("pkg1")
     assert v1 == 1
-    reader = LocalFleet(session.fleet.home).store(session.endpoints)
+    e = session.endpoints
+    reader = StoreReader(e.bucket, e.prefix, e.store_url, credentials=LOCAL_S3_CREDENTIALS)
     assert reader.versions(MODEL) == [1] and stored_version_problem(reader, MODEL, 1) is None
     # A push is not a load: no replica serves what was only pushed.
     assert all(serving(r.http_url) == set() for r in session.replicas())

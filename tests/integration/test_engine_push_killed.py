@@ -18,8 +18,8 @@ import pytest
 from gpufleet.local.store_server import LOCAL_S3_CREDENTIALS
 from gpufleet.objectstore import MiB
 from gpufleet.objectstore.emulators import Emulator
-from gpufleet.store import ModelStore
 from tests.objectstore_servers import emulator_or_skip
+from tests.store_reader import StoreReader
 from tests.unit.test_engine_push import ENGINE_CLI, FLEET, make_package, stored_version_problem
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 class Watcher(threading.Thread):
     """Polls versions() and each listed version's files (HEAD: size and the sha256 stored with it)."""
 
-    def __init__(self, reader: ModelStore, model: str) -> None:
+    def __init__(self, reader: StoreReader, model: str) -> None:
         super().__init__(daemon=True)
         self.reader, self.model = reader, model
         self.stop = threading.Event()
@@ -70,7 +70,7 @@ class Watcher(threading.Thread):
 
 
 def upload_window(argv: list[str], cwd: Path, env: dict[str, str], moto: Emulator) -> tuple[float, float]:
-    s3 = ModelStore(BUCKET, "calibration", moto.endpoint, credentials=LOCAL_S3_CREDENTIALS).s3
+    s3 = StoreReader(BUCKET, "calibration", moto.endpoint, credentials=LOCAL_S3_CREDENTIALS).s3
     reserved = published = 0.0
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -108,7 +108,7 @@ def test_killed_pushes_never_show_a_partial_version_and_a_rerun_completes_it(
     # manifest appears) after the process starts. The kills land in that window.
     window = upload_window(command("calibration"), tmp_path, env, moto)
 
-    reader = ModelStore(BUCKET, "killed", moto.endpoint, credentials=LOCAL_S3_CREDENTIALS)
+    reader = StoreReader(BUCKET, "killed", moto.endpoint, credentials=LOCAL_S3_CREDENTIALS)
     watcher = Watcher(reader, "mlp")
     watcher.start()
     seed = random.randrange(1_000_000)

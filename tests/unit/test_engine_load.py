@@ -91,7 +91,9 @@ def test_a_missing_stored_file_is_refused(store: ObjectStore, one_version: int) 
 def test_versions_built_for_another_signature_are_refused(tmp_path: Path, store: ObjectStore) -> None:
     first = push(store, make_package(tmp_path / "a"), tmp_path / "j").version
     other_spec = parse_fleet(FLEET.replace("dims: [16]", "dims: [8]")).model("mlp")
-    second = push(store, make_package(tmp_path / "b", spec=other_spec), tmp_path / "j", spec=other_spec).version
+    second = push(
+        store, make_package(tmp_path / "b", spec=other_spec), tmp_path / "j", spec=other_spec
+    ).version
     v1, v2 = read_published(store, "mlp", first), read_published(store, "mlp", second)
     spec = mlp_spec()
     assert signature_refusal(spec, [v1], first, "local-a") is None
@@ -127,6 +129,10 @@ def test_a_tensorrt_plan_is_refused_on_a_local_cluster(tmp_path: Path, store: Ob
     version = push(store, package, tmp_path / "j").version
     local = parse_fleet(FLEET).clusters[0]
     refusal = compatibility_refusal(local, read_published(store, "mlp", version))
-    assert refusal and refusal.startswith(f"mlp version {version} (sm80 tensorrt_plan): ") and "local-a" in refusal
+    assert (
+        refusal
+        and refusal.startswith(f"mlp version {version} (sm80 tensorrt_plan): ")
+        and "local-a" in refusal
+    )
     cpu = push(store, make_package(tmp_path / "cpu"), tmp_path / "j").version
     assert compatibility_refusal(local, read_published(store, "mlp", cpu)) is None

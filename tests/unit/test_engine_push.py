@@ -1,7 +1,7 @@
 """`engine push` against a real moto S3 server: what the fleet's store reader sees, re-pushes, concurrent
 pushes, a push that crashes before or after each of its store writes, and the CLI's lines.
 
-Every check of a listed version reads it the way `gpufleet up` does (gpufleet.store.ModelStore) and
+Every check of a listed version reads it with an independent boto3 reader (tests/store_reader.py) and
 hashes the stored bytes itself, independent of the push code.
 """
 
@@ -28,12 +28,12 @@ from gpufleet.local.store_server import LOCAL_S3_CREDENTIALS
 from gpufleet.objectstore import ObjectStore
 from gpufleet.objectstore.emulators import KINDS, Emulator, EmulatorKind
 from gpufleet.spec import ModelSpec, parse_fleet
-from gpufleet.store import ModelStore
 from pipelines.engines.build import build_engine
 from pipelines.engines.package import read_package
 from pipelines.engines.push import Journal, PushResult, git_lineage, journal_stem, push_package
 from tests.conftest import GPUFLEET
 from tests.objectstore_servers import emulator_or_skip
+from tests.store_reader import StoreReader
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "engine-push"
@@ -89,12 +89,12 @@ def store(moto: Emulator, prefix: str) -> ObjectStore:
 
 
 @pytest.fixture
-def reader(moto: Emulator, prefix: str) -> ModelStore:
+def reader(moto: Emulator, prefix: str) -> StoreReader:
     """How `gpufleet up` reads the store."""
-    return ModelStore(BUCKET, prefix, moto.endpoint, credentials=LOCAL_S3_CREDENTIALS)
+    return StoreReader(BUCKET, prefix, moto.endpoint, credentials=LOCAL_S3_CREDENTIALS)
 
 
-def stored_version_problem(reader: ModelStore, model: str, version: int) -> str | None:
+def stored_version_problem(reader: StoreReader, model: str, version: int) -> str | None:
     """Why a listed version is not whole: a file of its manifest missing, or not the bytes it names."""
     manifest = reader.manifest(model, version)
     if manifest is None:
@@ -121,7 +121,7 @@ def push(
 
 
 def test_pushed_version_is_listed_by_the_fleet_reader_and_every_file_matches(
-    tmp_path: Path, store: ObjectStore, reader: ModelStore
+    tmp_path: Path, store: ObjectStore, reader: StoreReader
 ) -> None:
     folder = make_package(tmp_path / "pkg", {"weights.bin": os.urandom(300_000)})
     result = push(store, folder, tmp_path / "journal", lineage=git_lineage(REPO))
@@ -155,7 +155,7 @@ def test_pushed_version_is_listed_by_the_fleet_reader_and_every_file_matches(
 
 
 def test_unchanged_re_push_uploads_nothing_and_a_changed_one_is_the_next_version(
-    tmp_path: Path, store: ObjectStore, reader: ModelStore
+    tmp_path: Path, store: ObjectStore, reader: StoreReader
 ) -> None:
     folder = make_package(tmp_path / "pkg", {"weights.bin": b"w" * 50_000})
     push(store, folder, tmp_path / "j")
@@ -186,7 +186,7 @@ def test_a_package_for_another_signature_is_refused_before_anything_moves(
 
 
 def test_concurrent_pushes_of_one_model_get_distinct_versions(
-    tmp_path: Path, store: ObjectStore, reader: ModelStore
+    tmp_path: Path, store: ObjectStore, reader: StoreReader
 ) -> None:
     pushers = 6
     packages = [
@@ -215,7 +215,7 @@ def test_concurrent_pushes_of_one_model_get_distinct_versions(
 
 
 def test_explicit_version_taken_by_another_push_fails_cleanly(
-    tmp_path: Path, store: ObjectStore, reader: ModelStore
+    tmp_path: Path, store: ObjectStore, reader: StoreReader
 ) -> None:
     first = make_package(tmp_path / "a", {"w": b"a" * 1000})
     second = make_package(tmp_path / "b", {"w": b"b" * 1000})
@@ -229,7 +229,7 @@ def test_explicit_version_taken_by_another_push_fails_cleanly(
 
 
 def test_two_pushes_asking_for_one_number_at_once_one_fails_cleanly(
-    tmp_path: Path, store: ObjectStore, reader: ModelStore
+    tmp_path: Path, store: ObjectStore, reader: StoreReader
 ) -> None:
     packages = [read_package(make_package(tmp_path / f"p{i}", {"w": bytes([i]) * 5000})) for i in range(4)]
     start = threading.Barrier(len(packages))
@@ -257,7 +257,7 @@ def test_two_pushes_asking_for_one_number_at_once_one_fails_cleanly(
 
 
 def test_a_number_whose_folder_has_files_but_no_reservation_is_not_reused(
-    tmp_path: Path, store: ObjectStore, reader: ModelStore
+    tmp_path: Path, store: ObjectStore, reader: StoreReader
 ) -> None:
     # What gpufleet/store.py's publisher leaves when it dies before its manifest: files, no manifest.
     store.put_file("mlp/1/model.onnx", b"half", sha256=sha(b"half"))
@@ -269,7 +269,7 @@ def test_a_number_whose_folder_has_files_but_no_reservation_is_not_reused(
 
 
 def test_a_running_push_is_never_resumed_by_another_and_a_dead_one_is(
-    tmp_path: Path, store: ObjectStore, reader: ModelStore
+    tmp_path: Path, store: ObjectStore, reader: StoreReader
 ) -> None:
     folder = make_package(tmp_path / "pkg")
     package = read_package(folder)
@@ -355,7 +355,7 @@ def test_a_push_dying_around_any_write_shows_no_partial_version_and_a_rerun_comp
             crashing_at(dying, at, when)
             with pytest.raises(Crash):
                 push(dying, folder, journal)
-            reader = ModelStore(BUCKET, case, moto.endpoint, credentials=LOCAL_S3_CREDENTIALS)
+            reader = StoreReader(BUCKET, case, moto.endpoint, credentials=LOCAL_S3_CREDENTIALS)
             listed = reader.versions("mlp")
             assert listed in (list(range(1, expected)), list(range(1, expected + 1))), (at, when, listed)
             for version in listed:
@@ -369,7 +369,7 @@ def test_a_push_dying_around_any_write_shows_no_partial_version_and_a_rerun_comp
 
 
 def test_a_rerun_uploads_only_what_the_dead_push_had_not(
-    tmp_path: Path, moto: Emulator, prefix: str, reader: ModelStore
+    tmp_path: Path, moto: Emulator, prefix: str, reader: StoreReader
 ) -> None:
     folder = make_package(tmp_path / "pkg", {"a.bin": os.urandom(40_000)})
     files = sorted(p.name for p in folder.iterdir())
@@ -397,7 +397,7 @@ def engine_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_push_prints_bytes_uploaded_and_an_unchanged_re_push_uploads_zero(
-    tmp_path: Path, moto: Emulator, prefix: str, reader: ModelStore
+    tmp_path: Path, moto: Emulator, prefix: str, reader: StoreReader
 ) -> None:
     (tmp_path / "fleet.yaml").write_text(FLEET)
     folder = make_package(tmp_path / "pkg")
@@ -413,7 +413,7 @@ def test_cli_push_prints_bytes_uploaded_and_an_unchanged_re_push_uploads_zero(
 
     again = engine_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "version=1 bytes_uploaded=0 files_uploaded=0 files_skipped=3" in again.stdout
+    assert "version=1 bytes_uploaded=0 files_uploaded=0 files_copied=0 files_skipped=3" in again.stdout
     assert "already holds this package" in again.stdout
     assert reader.versions("mlp") == [1]
 
@@ -508,7 +508,7 @@ def test_a_new_version_copies_the_files_the_last_one_already_has(tmp_path: Path,
 
 
 def test_only_files_of_a_published_version_are_copied(
-    tmp_path: Path, store: ObjectStore, reader: ModelStore
+    tmp_path: Path, store: ObjectStore, reader: StoreReader
 ) -> None:
     shard, weights, gone = os.urandom(20_000), os.urandom(30_000), os.urandom(10_000)
     push(store, make_package(tmp_path / "v1", {"weights.bin": weights, "gone.bin": gone}), tmp_path / "j")
