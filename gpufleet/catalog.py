@@ -199,3 +199,40 @@ def supported_kubernetes_versions(cloud: str) -> tuple[str, ...]:
 
 def default_kubernetes_version() -> str:
     return kubernetes_versions().default
+
+
+TRITON_RELEASES_FILE = "triton_releases.yaml"
+
+
+@dataclass(frozen=True)
+class TritonRelease:
+    release: str  # NGC container tag, "25.10"
+    tensorrt: str  # the TensorRT it ships, "10.13.3"
+    cuda: str
+
+
+@dataclass(frozen=True)
+class TritonReleases:
+    as_of: str
+    default: str
+    by_release: dict[str, TritonRelease]
+
+
+@lru_cache(maxsize=1)
+def triton_releases() -> TritonReleases:
+    """The Triton container releases gpufleet knows, with the TensorRT and CUDA each ships."""
+    raw = _data_file(TRITON_RELEASES_FILE)
+    where = TRITON_RELEASES_FILE
+    if not isinstance(raw, dict) or not isinstance(raw.get("releases"), dict) or not raw["releases"]:
+        raise CatalogError(f"{where}: expected as_of, default and releases")
+    releases: dict[str, TritonRelease] = {}
+    for name, entry in raw["releases"].items():
+        if not re.fullmatch(r"\d{2}\.\d{2}", str(name)) or not isinstance(entry, dict):
+            raise CatalogError(f'{where}: releases.{name}: expected "YY.MM": {{tensorrt, cuda}}')
+        if not re.fullmatch(r"\d+\.\d+\.\d+", str(entry.get("tensorrt"))):
+            raise CatalogError(f"{where}: releases.{name}.tensorrt must be a version such as 10.13.3")
+        releases[str(name)] = TritonRelease(str(name), str(entry["tensorrt"]), str(entry.get("cuda")))
+    default = str(raw.get("default"))
+    if default not in releases:
+        raise CatalogError(f"{where}: default {default} is not among the releases")
+    return TritonReleases(as_of=str(raw.get("as_of")), default=default, by_release=releases)

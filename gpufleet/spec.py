@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from gpufleet import catalog, naming
+from gpufleet import catalog, compatibility, naming
 from gpufleet.naming import shown
 
 BUILTIN_PREFIX = "builtin:"
@@ -170,6 +170,20 @@ class _CloudCluster(_Model):
     # authorized IP ranges on a public API server).
     endpoint_public_access: bool = False
     public_access_cidrs: list[Cidr] = []
+    # The NGC tritonserver release the cluster serves with (gpufleet/data/triton_releases.yaml): it
+    # bounds the TensorRT version of the engines loaded there.
+    triton_release: str = catalog.triton_releases().default
+
+    @model_validator(mode="after")
+    def _triton_release_is_known(self) -> Self:
+        known = catalog.triton_releases()
+        if self.triton_release not in known.by_release:
+            problem = (
+                f"{shown(self.triton_release)} is not a Triton release gpufleet knows (as of {known.as_of}); "
+                f"use one of {', '.join(known.by_release)} (gpufleet/data/triton_releases.yaml)"
+            )
+            raise _rule_error([("triton_release", problem)])
+        return self
 
     @model_validator(mode="after")
     def _public_access_is_explicit(self) -> Self:
@@ -396,6 +410,19 @@ class TritonSettings(_Model):
 class EngineTarget(_Model):
     gpu_arch: Annotated[str, _checked(_gpu_arch_problem)]
     precision: Literal["fp32", "fp16", "int8", "fp8"] = "fp16"
+    # TensorRT's hardware compatibility level: none (the GPU it is built on), same_compute_capability,
+    # or ampere_plus (built on an sm80+ GPU, runs on every sm80+ GPU).
+    hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
+
+    @model_validator(mode="after")
+    def _ampere_plus_needs_ampere(self) -> Self:
+        if self.hardware_compatibility == "ampere_plus" and compatibility.arch_number(self.gpu_arch) < 80:
+            problem = (
+                f"ampere_plus plans are built on Ampere or newer GPUs (sm80+), not {self.gpu_arch}; "
+                "use hardware_compatibility: none for it, or an sm80+ gpu_arch"
+            )
+            raise _rule_error([("hardware_compatibility", problem)])
+        return self
 
 
 ModelName = Annotated[
@@ -435,6 +462,11 @@ def _mlp_signature_problems(inputs: list[TensorSpec], outputs: list[TensorSpec])
                 )
             )
     return problems
+
+
+def _target_shown(target: EngineTarget) -> str:
+    level = "" if target.hardware_compatibility == "none" else f" {target.hardware_compatibility}"
+    return f"{target.gpu_arch} {target.precision}{level}"
 
 
 class ModelSpec(_Model):
@@ -640,6 +672,7 @@ class Fleet(_Model):
             *self._unique("models", [m.name for m in self.models], "model"),
             *self._wave_problems(),
             *self._store_problems(),
+            *self._engine_coverage_problems(),
         ]
         if problems:
             raise _rule_error(problems)
@@ -675,6 +708,20 @@ class Fleet(_Model):
                     )
                 ]
         return []
+
+    def _engine_coverage_problems(self) -> list[tuple[str, str]]:
+        """Every GPU pool of every cloud cluster has an engine target of each model that runs on it."""
+        problems: list[tuple[str, str]] = []
+        for i, model in enumerate(self.models):
+            targets = ", ".join(_target_shown(t) for t in model.engine_targets) or "none"
+            for cluster in self.cloud_clusters():
+                uncovered = compatibility.uncovered_pools(model, cluster)
+                if uncovered:
+                    pool, fix = uncovered[0]
+                    problem = f"none runs on cluster {cluster.name} {pool} (targets: {targets}); {fix}"
+                    problems.append((f"models[{i}].engine_targets", problem))
+                    break
+        return problems
 
     def _store_problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []

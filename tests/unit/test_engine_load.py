@@ -106,7 +106,8 @@ def test_versions_built_for_another_signature_are_refused(tmp_path: Path, store:
 
 def test_the_load_override_pins_every_served_version(tmp_path: Path, store: ObjectStore) -> None:
     first = push(store, make_package(tmp_path / "a"), tmp_path / "j").version
-    second = push(store, make_package(tmp_path / "b"), tmp_path / "j").version
+    second = push(store, make_package(tmp_path / "b", extra={"vocab.txt": b"a b"}), tmp_path / "j").version
+    assert first != second
     versions = [read_published(store, "mlp", v) for v in (first, second)]
     config = json.loads(load_config_json(mlp_spec(), versions))
     # proto3 JSON writes int64 as strings (Triton's parser takes them).
@@ -126,6 +127,7 @@ def test_a_tensorrt_plan_is_refused_on_a_local_cluster(tmp_path: Path, store: Ob
         "hardware_compatibility": "none",
     }
     (package / "engine.json").write_text(json.dumps(meta))
+    (package / "model.onnx").rename(package / "model.plan")
     version = push(store, package, tmp_path / "j").version
     local = parse_fleet(FLEET).clusters[0]
     refusal = compatibility_refusal(local, read_published(store, "mlp", version))

@@ -84,7 +84,10 @@ def test_example_fleet_loads_with_every_section() -> None:
     assert [(t.name, t.dtype, t.dims) for t in mlp.inputs] == [("INPUT", "FP32", [16])]
     assert [(t.name, t.dtype, t.dims) for t in mlp.outputs] == [("OUTPUT", "FP32", [4])]
     assert mlp.triton.max_batch_size == 8 and mlp.triton.dynamic_batching
-    assert [(e.gpu_arch, e.precision) for e in mlp.engine_targets] == [("sm80", "fp16"), ("sm89", "fp16")]
+    assert [(e.gpu_arch, e.precision, e.hardware_compatibility) for e in mlp.engine_targets] == [
+        ("sm75", "fp16", "none"),
+        ("sm80", "fp16", "ampere_plus"),
+    ]
 
     assert fleet.rollout.steps == [1, 10, 50, 100]
     assert fleet.rollout.slo.max_error_rate == 0.01 and fleet.rollout.slo.p99_latency_ms == 200
