@@ -99,7 +99,7 @@ def _load_once(url: str, model: str, config_json: str, wanted: set[int], ready_t
     while True:
         index = [v for v in repository_index(url) if v.model == model]
         ready = {v.version for v in index if v.state == "READY"}
-        if ready == wanted:
+        if ready == wanted and _server_ready(url):
             return
         if time.monotonic() > deadline:
             reasons = "; ".join(f"version {v.version} {v.state} {v.reason}".strip() for v in index)
@@ -107,3 +107,8 @@ def _load_once(url: str, model: str, config_json: str, wanted: set[int], ready_t
                 f"{model}: serving {sorted(ready) or 'nothing'} instead of {sorted(wanted)} ({reasons})"
             )
         time.sleep(0.2)
+
+
+def _server_ready(url: str) -> bool:
+    with client(url, timeout_s=5) as c:
+        return bool(c.is_server_ready())

@@ -10,6 +10,7 @@ replica told, through its own repository API, to serve the new set, and each is 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -166,23 +167,31 @@ def load_config_json(model: ModelSpec, versions: Sequence[PublishedVersion]) -> 
 
 
 def serve_on_replicas(
-    replicas: Sequence[Replica], model: str, config_json: str, versions: Sequence[int], report: Report
+    replicas: Sequence[Replica],
+    model: str,
+    config_json: str,
+    versions: Sequence[int],
+    report: Report,
+    settle_s: float = 0.0,
 ) -> None:
     """Every replica serves exactly `versions`, each verified on its own; all replicas are tried.
 
+    One replica at a time, each back to ready before the next: Triton reports itself not ready while
+    it unloads a version, and the proxy in front stops sending to a replica that is not ready, so
+    changing all of them at once would leave the cluster serving nothing for that moment. `settle_s`:
+    how long the proxy takes to send to a replica again once it is ready (its health-check interval).
     FleetRuntimeError names every replica that did not get there, with Triton's reason.
     """
-
-    def one(replica: Replica) -> str | None:
+    failures = []
+    for i, replica in enumerate(replicas):
+        if i and settle_s:
+            time.sleep(settle_s)
         try:
             apply_versions(replica.url, model, config_json, versions)
         except Exception as exc:  # noqa: BLE001 - one replica's failure, whatever it is, is reported with the rest
-            return f"{replica.name}: {' '.join(str(exc).split())[:300]}"
+            failures.append(f"{replica.name}: {' '.join(str(exc).split())[:300]}")
+            continue
         report(f"{replica.name}: serving {model} {list(versions)}")
-        return None
-
-    with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
-        failures = [f for f in pool.map(one, replicas) if f]
     if failures:
         raise FleetRuntimeError(
             f"{model} {list(versions)} did not come up on {len(failures)} of {len(replicas)} replicas: "

@@ -36,6 +36,9 @@ from pipelines.engines.push import git_lineage, push_package
 
 Report = Callable[[str], None]
 JOURNAL_FOLDER = "push-journal"
+# HAProxy checks each replica every second and sends to it again after one good check
+# (gpufleet/local/haproxy.py): wait that long, plus margin, before taking the next replica out.
+PROXY_RISE_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ def serve_on_cluster(
     for version in fresh:
         report(f"checking the stored files of {model.name} version {version.version} against its manifest")
         verify_checksums(store, version)
-    serve_on_replicas(replicas, model.name, load_config_json(model, published), wanted, report)
+    config = load_config_json(model, published)
+    serve_on_replicas(replicas, model.name, config, wanted, report, settle_s=PROXY_RISE_S)
     local.record_served(cluster, model.name, wanted)
     return ServeOutcome(
         cluster, model.name, wanted, [r.name for r in replicas], [v.version for v in fresh], changed=True
