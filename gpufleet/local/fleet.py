@@ -29,6 +29,7 @@ from gpufleet.local.haproxy import (
     haproxy_spec,
     make_socket_dir,
     render_haproxy_config,
+    routes_map_path,
 )
 from gpufleet.local.ports import LOOPBACK, PortBook
 from gpufleet.local.processes import (
@@ -178,7 +179,9 @@ class LocalFleet:
             )
             socket = admin_socket_path(self.home, cluster.name)
             make_socket_dir(socket)
-            cfg_text = render_haproxy_config(cluster.name, pp, backend_ports, socket)
+            routes_map = routes_map_path(config_dir, cluster.name)
+            routes_map.write_text("")  # canary routes are set at run time over the admin socket
+            cfg_text = render_haproxy_config(cluster.name, pp, backend_ports, socket, routes_map)
             cfg_path = config_dir / f"haproxy-{cluster.name}.cfg"
             cfg_path.write_text(cfg_text)
             proxies.append(_with_fingerprint(haproxy_spec(cluster.name, cfg_path, pp), cfg_text))
