@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := prometheus haproxy
 
-.PHONY: setup setup-all system-packages demo test bench lint typecheck unit integration down clean
+.PHONY: setup setup-all setup-torch system-packages demo test bench lint typecheck unit integration down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,19 @@ $(VENV)/.all-installed: pyproject.toml $(VENV)/.core-installed
 	$(BIN)/pip install -q -e '.[dev,cloud]'
 	touch $@
 
+# The PyTorch exporter's optional extra (source: torch:<file.py>:<function>). PyPI's default torch
+# wheel is a multi-GB CUDA build, so setup-all adds the pinned CPU build only where it already lies
+# on this machine's disk (its exporter tests skip otherwise); `make setup-torch` installs it anywhere.
+TORCH_PIN := torch==2.13.0
+TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-*.whl))
+$(VENV)/.torch-checked: $(VENV)/.core-installed
+	@if [ -n "$(TORCH_CPU_WHEEL)" ]; then $(BIN)/pip install -q '$(TORCH_CPU_WHEEL)' 'onnxscript>=0.5'; \
+	else echo "no local CPU wheel of $(TORCH_PIN): the PyTorch exporter tests will skip (make setup-torch)"; fi
+	touch $@
+
+setup-torch: $(VENV)/.core-installed
+	$(BIN)/pip install -q '$(TORCH_PIN)' 'onnxscript>=0.5'
+
 # checkov pins an old boto3 and networkx: it lives in its own venv, apart from the project's.
 .venv-tools/bin/checkov:
 	$(PYTHON) -m venv .venv-tools
@@ -35,7 +48,7 @@ system-packages:
 	bash scripts/ensure-debian-packages.sh $(DEBIAN_PACKAGES)
 
 setup: $(VENV)/.core-installed system-packages
-setup-all: $(VENV)/.all-installed .venv-tools/bin/checkov node_modules/.bin/cdktf system-packages
+setup-all: $(VENV)/.all-installed $(VENV)/.torch-checked .venv-tools/bin/checkov node_modules/.bin/cdktf system-packages
 
 demo: setup
 	$(BIN)/gpufleet demo

@@ -12,3 +12,8 @@ class FleetRuntimeError(Exception):
 
     The message names the process and its log file so the user knows where to look.
     """
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut to `limit` characters: for error lines users read."""
+    return " ".join(str(exc).split())[:limit]

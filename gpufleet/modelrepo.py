@@ -16,7 +16,6 @@ from google.protobuf import json_format, text_format
 # model_config_pb2 only needs protobuf, but it lives in tritonclient.grpc, whose __init__ imports grpcio.
 from tritonclient.grpc import model_config_pb2
 
-from gpufleet.builtin_models import model_source_bytes
 from gpufleet.spec import ModelSpec, TensorSpec
 
 CPU_MODEL_FILE = "model.py"
@@ -87,7 +86,7 @@ def render_config_pbtxt(model: ModelSpec, versions: Sequence[int] | None = None)
     return text
 
 
-def cpu_package(model: ModelSpec) -> dict[str, bytes]:
+def cpu_package(onnx_bytes: bytes) -> dict[str, bytes]:
     """Files of one version for CPU serving: the ONNX file and the python-backend runner."""
     runner = resources.files("gpufleet.data").joinpath("triton_onnx_model.py").read_bytes()
-    return {CPU_MODEL_FILE: runner, ONNX_FILE: model_source_bytes(model)}
+    return {CPU_MODEL_FILE: runner, ONNX_FILE: onnx_bytes}

@@ -34,6 +34,10 @@ from gpufleet.naming import shown
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = ("mlp",)
+# `torch:<file.py>:<callable>`: a Python file whose callable returns a torch.nn.Module; engine build
+# exports it to ONNX (pipelines/engines/export.py; needs the optional `torch` extra).
+TORCH_PREFIX = "torch:"
+SOURCE_FORMS = "builtin:mlp, a path to an .onnx file, or torch:<file.py>:<function>"
 
 # Far beyond any real fleet file (a fleet nests about 6 levels and holds a few hundred values); the
 # limits stop YAML alias bombs and self-referencing aliases before pydantic walks them.
@@ -437,6 +441,18 @@ ModelName = Annotated[
 ]
 
 
+def _existing_file(path: str, base_dir: str, kind: str) -> str:
+    """The absolute path of a model source file, or a ValueError saying where it was looked for."""
+    absolute = os.path.abspath(os.path.join(base_dir, os.path.expanduser(path)))
+    if os.path.isfile(absolute):
+        return absolute
+    problem = "is not a file" if os.path.exists(absolute) else "not found"
+    raise ValueError(
+        f"file {shown(path)} {problem}; put the {kind} at {shown(absolute, 200)} or fix the path "
+        "(relative paths start at the fleet file's directory)"
+    )
+
+
 def _mlp_signature_problems(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> list[tuple[str, str]]:
     """builtin:mlp is y = tanh(x·W + b): one FP32 input [n] and one FP32 output [m], both fixed."""
     for group, tensors in (("inputs", inputs), ("outputs", outputs)):
@@ -471,7 +487,7 @@ def _target_shown(target: EngineTarget) -> str:
 
 class ModelSpec(_Model):
     name: ModelName
-    # "builtin:mlp" or a path to an .onnx file; after validation a path is absolute.
+    # SOURCE_FORMS; after validation a file path is absolute.
     source: str
     inputs: Annotated[list[TensorSpec], Field(min_length=1)]
     outputs: Annotated[list[TensorSpec], Field(min_length=1)]
@@ -484,25 +500,22 @@ class ModelSpec(_Model):
         if source.startswith(BUILTIN_PREFIX):
             builtin = source.removeprefix(BUILTIN_PREFIX)
             if builtin not in BUILTIN_MODELS:
-                raise ValueError(
-                    f"unknown builtin model {shown(builtin)}; use builtin:mlp or a path to an .onnx file"
-                )
+                raise ValueError(f"unknown builtin model {shown(builtin)}; use {SOURCE_FORMS}")
             return source
-        if not source.lower().endswith(".onnx"):
-            raise ValueError(
-                f"{shown(source)} is not builtin:mlp or a path to an .onnx file; use one of those"
-            )
         # load_fleet passes the fleet file's directory so relative sources do not depend on the cwd.
         context = info.context if isinstance(info.context, dict) else {}
         base_dir = str(context.get("base_dir") or os.getcwd())
-        path = os.path.abspath(os.path.join(base_dir, os.path.expanduser(source)))
-        if os.path.isfile(path):
-            return path
-        problem = "is not a file" if os.path.exists(path) else "not found"
-        raise ValueError(
-            f"file {shown(source)} {problem}; put the ONNX file at {shown(path, 200)} or fix the path "
-            "(relative paths start at the fleet file's directory)"
-        )
+        if source.startswith(TORCH_PREFIX):
+            file, _, function = source.removeprefix(TORCH_PREFIX).rpartition(":")
+            if not file or not function.isidentifier() or not file.lower().endswith(".py"):
+                raise ValueError(
+                    f"{shown(source)} is not torch:<file.py>:<function>; "
+                    "e.g. torch:models/encoder.py:build, where build() returns a torch.nn.Module"
+                )
+            return f"{TORCH_PREFIX}{_existing_file(file, base_dir, 'Python file')}:{function}"
+        if not source.lower().endswith(".onnx"):
+            raise ValueError(f"{shown(source)} is not one of {SOURCE_FORMS}; use one of those")
+        return _existing_file(source, base_dir, "ONNX file")
 
     @model_validator(mode="after")
     def _signature_is_usable(self) -> Self:

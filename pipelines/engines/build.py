@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gpufleet.errors import UserError
+from gpufleet.errors import UserError, one_line
 from gpufleet.loadgen import NUMPY_DTYPES  # the spec dtype -> NumPy map the load generator uses
 from gpufleet.modelrepo import ONNX_FILE, cpu_package
 from gpufleet.spec import ModelSpec
+from pipelines.engines.export import onnx_source
 from pipelines.engines.metadata import (
     CPU_TARGET,
     ENGINE_FILE,
@@ -96,8 +97,9 @@ def build_engine(
 
 
 def _cpu_files(model: ModelSpec, precision: Precision) -> tuple[dict[str, bytes], EngineMetadata]:
-    files = cpu_package(model)
-    onnx_bytes = files[ONNX_FILE]
+    source = onnx_source(model)
+    onnx_bytes = source.onnx
+    files = cpu_package(onnx_bytes)
     opset = check_onnx_signature(model, onnx_bytes)
     _run_once_in_onnxruntime(model, onnx_bytes)
     inputs, outputs = spec_signature(model)
@@ -122,7 +124,7 @@ def _cpu_files(model: ModelSpec, precision: Precision) -> tuple[dict[str, bytes]
         inputs=inputs,
         outputs=outputs,
         optimization_profiles=[],
-        source=source_info(model, onnx_bytes),
+        source=source_info(model, onnx_bytes, source.exported_from),
         built_at=utc_now(),
         builder=builder_info(),
     )
@@ -136,12 +138,12 @@ def _gpu_files(
     timing_cache: Path | None,
     hardware_compatibility: HardwareCompatibility,
 ) -> tuple[dict[str, bytes], EngineMetadata]:
-    from gpufleet.builtin_models import model_source_bytes
     from pipelines.engines import tensorrt_build
 
     tensorrt_build.compute_capability(target)  # a malformed target is refused before anything else
     tensorrt_build.require_gpu_builder(target)
-    onnx_bytes = model_source_bytes(model)
+    source = onnx_source(model)
+    onnx_bytes = source.onnx
     opset = check_onnx_signature(model, onnx_bytes)
     built = tensorrt_build.build_plan(
         model,
@@ -169,7 +171,7 @@ def _gpu_files(
         inputs=inputs,
         outputs=outputs,
         optimization_profiles=built.profiles,
-        source=source_info(model, onnx_bytes),
+        source=source_info(model, onnx_bytes, source.exported_from),
         built_at=utc_now(),
         builder=builder_info(),
     )
@@ -184,7 +186,7 @@ def _run_once_in_onnxruntime(model: ModelSpec, onnx_bytes: bytes) -> None:
         session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types are not public API
         raise UserError(
-            f"model {model.name}: onnxruntime cannot load the ONNX file: {_first_line(exc)}"
+            f"model {model.name}: onnxruntime cannot load the ONNX file: {one_line(exc)}"
         ) from None
     batches = sorted({1, model.triton.max_batch_size}) if model.triton.max_batch_size > 0 else [0]
     for batch in batches:
@@ -200,7 +202,7 @@ def _run_once_in_onnxruntime(model: ModelSpec, onnx_bytes: bytes) -> None:
         except Exception as exc:
             raise UserError(
                 f"model {model.name}: onnxruntime cannot run the ONNX file at batch {batch or 'none'}: "
-                f"{_first_line(exc)}"
+                f"{one_line(exc)}"
             ) from None
         for i, (tensor, result) in enumerate(zip(model.outputs, results, strict=True)):
             want = [*lead, *tensor.dims]
@@ -213,9 +215,6 @@ def _run_once_in_onnxruntime(model: ModelSpec, onnx_bytes: bytes) -> None:
                     f"fix outputs[{i}].dims"
                 )
 
-
-def _first_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 def _check_out(out: Path) -> None:

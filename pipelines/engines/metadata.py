@@ -62,10 +62,21 @@ class GpuInfo(_Strict):
     compute_capability: str  # "8.0", "9.0"
 
 
+class ExportedFrom(_Strict):
+    """Lineage of ONNX exported from a PyTorch module (source torch:<file.py>:<function>)."""
+
+    file: str
+    function: str
+    file_sha256: str
+    torch: str
+    exporter: str
+
+
 class SourceInfo(_Strict):
-    uri: str  # builtin:mlp or the absolute path of the .onnx file
-    sha256: str
+    uri: str  # builtin:mlp, the absolute path of the .onnx file, or torch:<file.py>:<function>
+    sha256: str  # of the ONNX bytes the engine was built from
     size: int
+    exported_from: ExportedFrom | None = None
 
 
 class BuilderInfo(_Strict):
@@ -215,8 +226,13 @@ def check_onnx_signature(model: ModelSpec, onnx_bytes: bytes) -> int | None:
 # --- facts about the build -------------------------------------------------------------------------
 
 
-def source_info(model: ModelSpec, onnx_bytes: bytes) -> SourceInfo:
-    return SourceInfo(uri=model.source, sha256=hashlib.sha256(onnx_bytes).hexdigest(), size=len(onnx_bytes))
+def source_info(model: ModelSpec, onnx_bytes: bytes, exported_from: ExportedFrom | None = None) -> SourceInfo:
+    return SourceInfo(
+        uri=model.source,
+        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        size=len(onnx_bytes),
+        exported_from=exported_from,
+    )
 
 
 def builder_info() -> BuilderInfo:

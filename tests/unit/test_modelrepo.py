@@ -110,7 +110,7 @@ def test_no_dynamic_batching_unless_the_model_batches_and_asks(triton: dict[str,
 
 
 def test_cpu_package_has_runner_and_onnx() -> None:
-    files = cpu_package(mlp())
+    files = cpu_package(build_mlp(mlp()))
     assert set(files) == {"model.py", "model.onnx"}
     assert b"onnxruntime" in files["model.py"]
     assert files["model.onnx"] == build_mlp(mlp())
