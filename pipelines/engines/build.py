@@ -25,6 +25,7 @@ from gpufleet.loadgen import NUMPY_DTYPES  # the spec dtype -> NumPy map the loa
 from gpufleet.modelrepo import ONNX_FILE, cpu_package
 from gpufleet.spec import ModelSpec
 from pipelines.engines.export import onnx_source
+from pipelines.engines.reference import REFERENCE_FILE, make_reference
 from pipelines.engines.metadata import (
     CPU_TARGET,
     ENGINE_FILE,
@@ -102,6 +103,7 @@ def _cpu_files(model: ModelSpec, precision: Precision) -> tuple[dict[str, bytes]
     files = cpu_package(onnx_bytes)
     opset = check_onnx_signature(model, onnx_bytes)
     _run_once_in_onnxruntime(model, onnx_bytes)
+    files[REFERENCE_FILE] = make_reference(model, onnx_bytes).to_bytes()
     inputs, outputs = spec_signature(model)
     metadata = EngineMetadata(
         model=model.name,
@@ -175,7 +177,8 @@ def _gpu_files(
         built_at=utc_now(),
         builder=builder_info(),
     )
-    return {tensorrt_build.PLAN_FILE: built.plan}, metadata
+    files = {tensorrt_build.PLAN_FILE: built.plan, REFERENCE_FILE: make_reference(model, onnx_bytes).to_bytes()}
+    return files, metadata
 
 
 def _run_once_in_onnxruntime(model: ModelSpec, onnx_bytes: bytes) -> None:

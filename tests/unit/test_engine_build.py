@@ -25,6 +25,7 @@ from pipelines.engines import build as build_module
 from pipelines.engines import tensorrt_build
 from pipelines.engines.build import build_engine
 from pipelines.engines.metadata import GpuInfo, read_metadata
+from pipelines.engines.reference import Reference, mismatch
 from tests.conftest import GPUFLEET
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ def test_cpu_package_holds_what_triton_serves_and_metadata(tmp_path: Path) -> No
     out = tmp_path / "pkg"
     built = build_engine(mlp_spec(tmp_path), target="cpu", out=out)
 
-    assert sorted(p.name for p in out.iterdir()) == ["engine.json", "model.onnx", "model.py"]
+    assert sorted(p.name for p in out.iterdir()) == ["engine.json", "model.onnx", "model.py", "reference.npz"]
     meta = read_metadata(out / "engine.json")
     assert meta == built.metadata
     assert (meta.format, meta.runtime, meta.model_file, meta.target) == (
@@ -102,6 +103,25 @@ def test_cpu_package_holds_what_triton_serves_and_metadata(tmp_path: Path) -> No
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     (result,) = session.run(["OUTPUT"], {"INPUT": np.ones((3, 16), np.float32)})
     assert result.shape == (3, 4) and np.all(np.abs(result) <= 1)  # tanh
+
+
+def test_reference_data_is_what_the_layer_computes_and_rebuilds_the_same_bytes(tmp_path: Path) -> None:
+    build_engine(mlp_spec(tmp_path), target="cpu", out=tmp_path / "a")
+    build_engine(mlp_spec(tmp_path), target="cpu", out=tmp_path / "b")
+    data = (tmp_path / "a/reference.npz").read_bytes()
+    assert data == (tmp_path / "b/reference.npz").read_bytes()  # unchanged model: nothing to re-push
+    reference = Reference.from_bytes(data)
+    (x,) = reference.inputs.values()
+    assert x.shape == (4, 16) and x.dtype == np.float32 and x.std() > 0.5  # 4 rows of batch, not zeros
+    # The expected values: y = tanh(x W + b) with W and B read from the graph, computed with NumPy.
+    graph = onnx.load_model_from_string((tmp_path / "a/model.onnx").read_bytes()).graph
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    want = np.tanh(x @ weights["W"] + weights["B"])
+    np.testing.assert_allclose(reference.outputs["OUTPUT"], want, rtol=1e-5, atol=1e-6)
+    assert mismatch(reference, {"OUTPUT": want}, "fp32") is None
+    assert "values off the reference" in (mismatch(reference, {"OUTPUT": want + 0.01}, "fp32") or "")
+    assert mismatch(reference, {"OUTPUT": want + 0.001}, "fp16") is None  # within fp16's tolerance
+    assert "shape [4, 3]" in (mismatch(reference, {"OUTPUT": want[:, :3]}, "fp32") or "")
 
 
 def test_engine_json_is_plain_json_with_the_documented_keys(tmp_path: Path) -> None:

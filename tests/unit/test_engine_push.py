@@ -343,9 +343,9 @@ def test_a_push_dying_around_any_write_shows_no_partial_version_and_a_rerun_comp
     counting = fresh_store(f"{prefix}-count")
     writes = crashing_at(counting, at=0, when="never")
     push(counting, folder, tmp_path / "j0")
-    # reservation, 5 files (uploaded, or 4 copied and 1 uploaded), config.pbtxt, manifest
-    assert len(writes) == 8, writes
-    assert len([w for w in writes if w.startswith("copy ")]) == (0 if before == "nothing" else 4), writes
+    # reservation, 6 files (uploaded, or 5 copied and 1 uploaded), config.pbtxt, manifest
+    assert len(writes) == 9, writes
+    assert len([w for w in writes if w.startswith("copy ")]) == (0 if before == "nothing" else 5), writes
 
     for at in range(1, len(writes) + 1):
         for when in ("before", "after"):
@@ -408,12 +408,12 @@ def test_cli_push_prints_bytes_uploaded_and_an_unchanged_re_push_uploads_zero(
     assert first.returncode == 0, first.stderr
     total = sum(p.stat().st_size for p in folder.iterdir())
     counts = dict(pair.split("=") for pair in first.stdout.strip().splitlines()[-1].split())
-    assert counts["version"] == "1" and counts["files_uploaded"] == "3" and counts["files_skipped"] == "0"
+    assert counts["version"] == "1" and counts["files_uploaded"] == "4" and counts["files_skipped"] == "0"
     assert int(counts["bytes_uploaded"]) > total
 
     again = engine_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "version=1 bytes_uploaded=0 files_uploaded=0 files_copied=0 files_skipped=3" in again.stdout
+    assert "version=1 bytes_uploaded=0 files_uploaded=0 files_copied=0 files_skipped=4" in again.stdout
     assert "already holds this package" in again.stdout
     assert reader.versions("mlp") == [1]
 
