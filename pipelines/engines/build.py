@@ -25,7 +25,6 @@ from gpufleet.loadgen import NUMPY_DTYPES  # the spec dtype -> NumPy map the loa
 from gpufleet.modelrepo import ONNX_FILE, cpu_package
 from gpufleet.spec import ModelSpec
 from pipelines.engines.export import onnx_source
-from pipelines.engines.reference import REFERENCE_FILE, make_reference
 from pipelines.engines.metadata import (
     CPU_TARGET,
     ENGINE_FILE,
@@ -40,6 +39,7 @@ from pipelines.engines.metadata import (
     spec_signature,
     utc_now,
 )
+from pipelines.engines.reference import REFERENCE_FILE, make_reference
 
 ENGINES_FOLDER = "engines"  # under the gpufleet home (.gpufleet)
 
@@ -177,7 +177,8 @@ def _gpu_files(
         built_at=utc_now(),
         builder=builder_info(),
     )
-    files = {tensorrt_build.PLAN_FILE: built.plan, REFERENCE_FILE: make_reference(model, onnx_bytes).to_bytes()}
+    reference = make_reference(model, onnx_bytes).to_bytes()
+    files = {tensorrt_build.PLAN_FILE: built.plan, REFERENCE_FILE: reference}
     return files, metadata
 
 
@@ -217,7 +218,6 @@ def _run_once_in_onnxruntime(model: ModelSpec, onnx_bytes: bytes) -> None:
                     f"batch {batch or 'none'}, the fleet file declares dims {tensor.dims}; "
                     f"fix outputs[{i}].dims"
                 )
-
 
 
 def _check_out(out: Path) -> None:

@@ -169,7 +169,12 @@ def test_the_cli_builds_from_a_torch_source(tmp_path: Path) -> None:
     done = engine_cli("engine", "build", "encoder", "-f", str(file), "--out", "pkg", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "built encoder for cpu" in done.stdout
-    assert {p.name for p in (tmp_path / "pkg").iterdir()} == {"model.onnx", "model.py", "reference.npz", "engine.json"}
+    assert {p.name for p in (tmp_path / "pkg").iterdir()} == {
+        "model.onnx",
+        "model.py",
+        "reference.npz",
+        "engine.json",
+    }
     # The export is deterministic: a rebuild of an unchanged module pushes no new bytes.
     again = engine_cli("engine", "build", "encoder", "-f", str(file), "--out", "pkg2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
