@@ -212,12 +212,13 @@ class Verdict:
         return json.dumps(self.to_dict(), allow_nan=False)
 
 
-def requests_at_or_above(window: VersionWindow, latency_ms: float) -> int | None:
-    """How many of the window's requests took latency_ms or longer, estimated from its quantiles
-    without overcounting: the larger of the order-statistic bound (a quantile v >= latency_ms at level l
-    means n - ceil(l n) + 1 requests took >= v) and the count read off the survival function
-    interpolated linearly in (log latency, log survival) between the reported quantiles (a chord below
-    a concave curve). Above the largest reported quantile nothing beyond the bound is claimed.
+def requests_above(window: VersionWindow, latency_ms: float) -> int | None:
+    """How many of the window's requests took longer than latency_ms, estimated from its quantiles
+    without overcounting: the larger of the order-statistic bound (a quantile v > latency_ms at level
+    l means n - ceil(l n) + 1 requests took v or longer) and the count read off the survival function
+    interpolated linearly in (log latency, log survival) between the reported quantiles on either
+    side (a chord below a concave curve). Strictly above: a quantile rounded to the same value as
+    latency_ms counts for nothing. Above the largest reported quantile only the bound is claimed.
     None where the window has no requests or no quantiles."""
     requests = int(round(window.requests))
     if requests <= 0 or not window.latency_quantiles_ms:
@@ -227,19 +228,19 @@ def requests_at_or_above(window: VersionWindow, latency_ms: float) -> int | None
     values = np.maximum.accumulate(
         np.array([window.latency_quantiles_ms[lvl] for lvl in levels], dtype=float)
     )
-    at_or_above = values >= latency_ms
-    if not at_or_above.any():
+    above = values > latency_ms
+    if not above.any():
         return 0
-    first = int(np.argmax(at_or_above))  # the smallest reported level whose value reaches latency_ms
+    first = int(np.argmax(above))  # the smallest reported level whose value exceeds latency_ms
     lower_bound = requests - math.ceil(levels[first] * requests - _EPS) + 1
-    survival = 1.0 - levels[first]
-    if first > 0 and values[first] > values[first - 1] > 0 and latency_ms > 0:
+    survival = 0.0
+    if first > 0 and latency_ms > values[first - 1] > 0:
         below_value, below_survival = values[first - 1], 1.0 - levels[first - 1]
         fraction = (math.log(latency_ms) - math.log(below_value)) / (
             math.log(values[first]) - math.log(below_value)
         )
         survival = math.exp(
-            math.log(below_survival) + fraction * (math.log(survival) - math.log(below_survival))
+            math.log(below_survival) + fraction * (math.log(1.0 - levels[first]) - math.log(below_survival))
         )
     return int(max(lower_bound, math.floor(requests * survival + _EPS)))
 
@@ -433,14 +434,14 @@ class CanaryJudge:
             reference = baseline.latency_quantiles_ms.get(level)
             if reference is None:
                 continue
-            canary_above = requests_at_or_above(canary, reference)
+            canary_above = requests_above(canary, reference)
             if canary_above is None:
                 continue
             relative(
                 self._tests[name], canary_above, requests_at_or_above_own_quantile(baseline, level), reference
             )
         limit = self.settings.p99_latency_ms
-        over_limit = requests_at_or_above(canary, limit)
+        over_limit = requests_above(canary, limit)
         if over_limit is not None:
             absolute(self._tests[P99_VS_SLO], over_limit, 1.0 - TAIL_LEVEL, limit)
         return trials
