@@ -71,10 +71,12 @@ test: setup-all
 	$(BIN)/pytest -q tests
 
 # Speed and memory figures, printed as ratios measured side by side (plus reports/synth.html):
-# synth time/memory, and engine push throughput vs a raw s3transfer upload of the same bytes.
+# synth time/memory, engine push throughput vs a raw s3transfer upload of the same bytes, and canary
+# time to rollback vs Flagger/Argo-style analysis (reports/canary-benchmark.html).
 bench: setup-all
 	$(BIN)/python benchmarks/synth.py
 	$(BIN)/python benchmarks/push.py
+	$(BIN)/python benchmarks/canary.py
 
 down:
 	-$(BIN)/gpufleet down

@@ -18,8 +18,8 @@ Thm. 4), so the ratio stays a supermartingale.
 Latency vs baseline. Triton exports per-version summary quantiles (0.5 ... 0.999) per window and the
 exact mean, no per-request histogram. Each latency test turns the window into counts: the baseline
 requests at or above the baseline's own level-l quantile T (n_b - ceil(l n_b) + 1 by definition of
-the reported quantile) and the canary requests at or above T, estimated conservatively from the
-canary's quantiles (`requests_at_or_above`). Under "same distribution" the pooled requests are
+the reported quantile) and the canary requests above T, estimated conservatively from the canary's
+quantiles (`requests_above`). Under "same distribution" the pooled requests are
 exchangeable, the canary count before the baseline's k-th largest is negative-hypergeometric, and the
 same conditional likelihood ratio is again a (super)martingale. Two reference levels: the baseline's
 p99 (the tail: a tail-only regression is seen even when the centre does not move) and its p90 (the
@@ -45,20 +45,26 @@ grid only decides which regressions are found fastest. Compared with an SPRT tha
 effect, a mixture pays about log(1 / prior mass near the true effect) nats; a log-uniform grid pays
 the same for every order of magnitude (about 1-1.5 nats here).
 
-Alpha split (ALPHA_SHARES): half to errors vs baseline (the signal that must be caught at 1 % of the
-traffic, where every nat counts: halving a share costs log 2 = 0.69 nats, ~5 s at 1 canary req/s for a
-0.1 % -> 5 % regression), the rest to latency and the SLO tests, which mostly fire at larger steps
-where data are plentiful and a smaller alpha costs little.
+Alpha split (ALPHA_SHARES, a union bound): 0.6 to errors vs baseline, the signal that must be caught
+at 1 % of the traffic, where every nat counts (halving a share costs log 2 = 0.69 nats, ~5 s at one
+canary request per second for a 0.1 % -> 5 % regression); 0.15 tail, 0.05 body, 0.1 to each SLO
+test: latency tests mostly decide at larger steps where data are plentiful and a smaller alpha costs
+little, and the SLO tests guard against a canary as bad as a baseline that is itself out of SLO.
 
 Minimum sample. ROLLBACK does not wait for one: the e-processes are valid from the first request, so
 a minimum adds no protection against false rollbacks and only delays catching a broken canary.
 HEALTHY (enough to advance) needs `min_samples` canary requests in total (the policy also counts
-them per step), data in the latest window, every test to have had a usable window, and every
-e-value <= 1 (the evidence, as a Bayes factor of "regression" against "no regression", does not lean
-towards a regression). Between 1 and 1/alpha_i the verdict is CONTINUE: the canary stays at its
-small step until the evidence grows either way (the policy rolls back when that takes too long).
-NoData (or a window in which a version served nothing) is never healthy; the verdict says how long
-the judge has been without data and the policy applies the deadline.
+them per step), data in the latest window, a usable window for every test, and every test's log
+e-value at most half its log threshold (the evidence has not gone half way to a rollback; with
+e-value <= 1 instead, healthy canaries at 1 % with one unlucky error sat inconclusive for their whole
+bake, ~1 % of them). In between the verdict is CONTINUE: the canary stays at its small step until
+the evidence grows either way (the policy rolls back when that takes too long). Because nothing is
+compared after the promotion, a verdict also says whether it `favours_no_regression`: every test
+with at least PROMOTION_MIN_EVENTS events fits "no effect" at least as well as any effect in its
+grid; the policy promotes only then (rare events such as 0.1 % errors cannot show health in any
+reasonable bake, so they are held only to the half-way rule). NoData, or a window in which a version
+served nothing, is never healthy; the verdict says how long the judge has been without data and
+the policy applies the deadline.
 
 Assumptions a metrics source must meet: counts are per-window increments; errors of different
 requests are independent given the version (correlated bursts on the canary alone count as

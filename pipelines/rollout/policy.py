@@ -14,7 +14,9 @@ Rules, in order, at every verdict:
    the next rollout.)
 4. The judge says HEALTHY, the step has baked `min_bake_seconds`, and the canary served
    `min_samples` requests during this step: move to the next declared step; the move onto the last
-   step (100 %) is the promotion. There is no bake at 100 %: no baseline traffic is left to compare.
+   step (100 %) is the promotion, which also needs the verdict to favour "no regression"
+   (`Verdict.favours_no_regression`); until then the canary stays at its last step (and rule 3
+   applies). There is no bake at 100 %: no baseline traffic is left to compare.
 5. Otherwise stay.
 
 Router weights are only ever a declared step, or 0 for a rollback.
@@ -134,9 +136,8 @@ def decide(
         if baked >= settings.max_bake_seconds:
             reason = f"evidence did not favour the canary at {weight} % after {baked:.0f} s: {verdict.reason}"
             return _finish(state, Action(ActionKind.ROLLBACK, ROLLED_BACK_WEIGHT, reason))
-        return Action(
-            ActionKind.STAY, weight, f"before promoting, waiting for every e-value <= 1: {verdict.reason}"
-        ), state
+        waiting = f"before promoting, waiting for the evidence to favour the canary: {verdict.reason}"
+        return Action(ActionKind.STAY, weight, waiting), state
     moved = StepState(next_index, now_s, verdict.canary_requests_total)
     if next_weight == 100:
         return _finish(moved, Action(ActionKind.PROMOTE, 100, f"healthy at {weight} %: {verdict.reason}"))
