@@ -267,10 +267,11 @@ def scrape_problem(
     for replica, samples in sorted(scrapes.items()):
         before_start = [(t, v) for t, v in samples if t <= start_s]
         after_start = [(t, v) for t, v in samples if start_s < t <= end_s]
-        if not after_start or end_s - after_start[-1][0] > max_age_s:
-            last = (
-                f"{end_s - after_start[-1][0]:.1f} s before the end" if after_start else "none in the window"
-            )
+        # The closing scrape may be the opening one (a window shorter than a scrape interval): it
+        # then measures nothing, and the next window counts what it served.
+        closing = [t for t, _ in samples if t <= end_s][-1:]
+        if not closing or end_s - closing[0] > max_age_s:
+            last = f"{end_s - closing[0]:.1f} s before it" if closing else "none"
             return f"replica {replica}: no scrape within {max_age_s:g} s of the window's end (last: {last})"
         # No opening scrape: a gap over the start (what the first scrape after it holds may be from
         # before the window), or a new replica; either way the next window, opened by a scrape, counts.
