@@ -96,6 +96,18 @@ def send(url: str, version: int, count: int, body: dict[str, object] = GOOD) -> 
     return sent
 
 
+def triton_stats(fleet: Fleet, version: int) -> dict[str, float]:
+    """Triton's own statistics API (not its metrics), summed over the replicas: count and ns."""
+    totals: Counter[str] = Counter()
+    for replica in fleet.cluster.replicas:
+        url = f"{replica.http_url}/v2/models/{MODEL}/versions/{version}/stats"
+        stats = requests.get(url, timeout=10).json()["model_stats"][0]["inference_stats"]
+        for kind in ("success", "fail", "queue"):
+            totals[f"{kind}_count"] += stats[kind]["count"]
+            totals[f"{kind}_ns"] += stats[kind]["ns"]
+    return dict(totals)
+
+
 def wait_for_scrape_after(fleet: Fleet, moment: float, timeout_s: float = 15.0) -> float:
     """Until every replica's latest scrape is later than `moment`; returns the time it was seen."""
     prom = PrometheusConnect(fleet.prometheus_url)
@@ -147,6 +159,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 def test_each_version_counts_exactly_what_it_served_summed_over_replicas(fleet: Fleet) -> None:
+    # Served before the window, and scraped before it opens: in the counters, not in the window.
+    for replica in (0, 1):
+        assert send(fleet.replica(replica), 1, 5).codes == Counter({200: 5})
+        assert send(fleet.replica(replica), 2, 5).codes == Counter({200: 5})
+        assert send(fleet.replica(replica), 2, 1, FAILING).codes == Counter({500: 1})
+    wait_for_scrape_after(fleet, time.time() + 0.2)
+    stats_before = {v: triton_stats(fleet, v) for v in (1, 2)}
     start = time.time()
     v1 = [send(fleet.replica(0), 1, 20), send(fleet.replica(1), 1, 10)]
     v2 = [send(fleet.replica(0), 2, 15), send(fleet.replica(1), 2, 5)]
@@ -156,6 +175,7 @@ def test_each_version_counts_exactly_what_it_served_summed_over_replicas(fleet: 
     assert [s.codes for s in v1 + v2] == [Counter({200: n}) for n in (20, 10, 15, 5)]
     assert [s.codes for s in v2_failing] == [Counter({500: 4}), Counter({500: 2})]
     assert malformed.codes == Counter({400: 3})
+    stats_after = {v: triton_stats(fleet, v) for v in (1, 2)}
     end = wait_for_scrape_after(fleet, time.time() + 0.2)
 
     asked = time.perf_counter()
@@ -168,6 +188,15 @@ def test_each_version_counts_exactly_what_it_served_summed_over_replicas(fleet: 
     assert took_s < 1.0, f"{took_s:.3f} s for one window"
 
     for window, sent in ((first, v1), (second, v2)):
+        # The mean latency and queue time of successful requests, as Triton's statistics API has them.
+        stats = {k: stats_after[window.version][k] - stats_before[window.version][k] for k in stats_after[1]}
+        assert stats["fail_count"] == window.errors
+        assert window.latency_mean_ms == pytest.approx(
+            stats["success_ns"] / stats["success_count"] / 1e6, abs=0.002
+        )
+        assert window.queue_mean_ms == pytest.approx(
+            stats["queue_ns"] / stats["queue_count"] / 1e6, abs=0.002
+        )
         client_ms = [ms for s in sent for ms in s.latencies_ms]
         # Triton's time is part of what the client waited: its mean cannot exceed the client's.
         assert window.latency_mean_ms is not None

@@ -95,26 +95,14 @@ class PrometheusMetrics(MetricsSource):
         self, cluster: str, model: str, versions: Iterable[int], start_s: float, end_s: float
     ) -> dict[int, VersionWindow | NoData]:
         wanted = sorted(set(versions))
+        if not wanted:
+            return {}
         if end_s <= start_s:
             return dict.fromkeys(wanted, NoData(f"empty window [{start_s}, {end_s})"))
         start_ms, end_ms = round(start_s * 1000), round(end_s * 1000)
         selector = series_selector({self.cluster_label: cluster, "model": model}, versions=wanted)
         try:
-            scrapes = self._range(
-                up_query(
-                    self.cluster_label,
-                    cluster,
-                    self.triton_job,
-                    end_ms - start_ms + round(self.max_scrape_age_s * 1000),
-                ),
-                end_ms,
-            )
-            problem = scrape_problem(
-                self._by_label(scrapes, self.replica_label),
-                start_ms / 1000,
-                end_ms / 1000,
-                self.max_scrape_age_s,
-            )
+            problem = self._scrape_problem(cluster, start_ms, end_ms)
             if problem:
                 return dict.fromkeys(
                     wanted, NoData(f"prometheus at {self.url}: cluster {cluster}: {problem}")
@@ -146,6 +134,12 @@ class PrometheusMetrics(MetricsSource):
                 version, start_s, end_s, per_replica, quantiles, gpu_utilization
             )
         return result
+
+    def _scrape_problem(self, cluster: str, start_ms: int, end_ms: int) -> str | None:
+        look_back_ms = end_ms - start_ms + round(self.max_scrape_age_s * 1000)
+        up = self._range(up_query(self.cluster_label, cluster, self.triton_job, look_back_ms), end_ms)
+        scrapes = {labels.get(self.replica_label, "?"): samples for labels, samples in up}
+        return scrape_problem(scrapes, start_ms / 1000, end_ms / 1000, self.max_scrape_age_s)
 
     def _version_window(
         self,
@@ -203,9 +197,6 @@ class PrometheusMetrics(MetricsSource):
         per_metric = out.setdefault(int(labels["version"]), {}).setdefault(labels["__name__"], {})
         replica = labels.get(self.replica_label, "")
         per_metric[replica] = per_metric.get(replica, 0.0) + amount
-
-    def _by_label(self, series: list[tuple[dict[str, str], Samples]], label: str) -> dict[str, Samples]:
-        return {labels.get(label, "?"): samples for labels, samples in series}
 
     def _instant(self, query: str, at_ms: int) -> list[tuple[dict[str, str], float]]:
         raw = self._query(query, at_ms)
