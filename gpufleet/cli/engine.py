@@ -61,11 +61,60 @@ def build_command(
             show_default=False,
         ),
     ] = None,
+    inject_error_rate: Annotated[
+        str | None,
+        typer.Option(
+            "--inject-error-rate",
+            metavar="R",
+            help="cpu only, for demos and tests: share (0..1) of execute() calls that fail.",
+            show_default=False,
+        ),
+    ] = None,
+    inject_latency_ms: Annotated[
+        str | None,
+        typer.Option(
+            "--inject-latency-ms",
+            metavar="MS",
+            help="cpu only: extra milliseconds a slow call sleeps.",
+            show_default=False,
+        ),
+    ] = None,
+    inject_slow_share: Annotated[
+        str | None,
+        typer.Option(
+            "--inject-slow-share",
+            metavar="S",
+            help="cpu only: share (0..1) of calls that get the extra latency (default 1; 0.05 = a tail-only "
+            "p99 regression).",
+            show_default=False,
+        ),
+    ] = None,
+    inject_after: Annotated[
+        str | None,
+        typer.Option(
+            "--inject-after",
+            metavar="N",
+            help="cpu only: each replica serves its first N calls normally before the fault starts "
+            "(default 0).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Build MODEL's package for one target: model files plus engine.json (versions, GPU, signature)."""
+    """Build MODEL's package for one target: model files plus engine.json (versions, GPU, signature).
+
+    The --inject-* options build a deliberately faulty CPU package (fault.json, recorded in engine.json
+    as injected_fault): a regressed version for demos and tests of rollouts."""
     from pipelines.engines.build import ENGINES_FOLDER, build_engine, default_package_dir
+    from pipelines.engines.fault import fault_from_options
     from pipelines.engines.metadata import HardwareCompatibility
 
+    fault = fault_from_options(
+        target=target,
+        error_rate=inject_error_rate,
+        latency_ms=inject_latency_ms,
+        slow_share=inject_slow_share,
+        after=inject_after,
+    )
     levels: tuple[str, ...] = get_args(HardwareCompatibility)
     if hardware_compatibility is not None and hardware_compatibility not in levels:
         raise UserError(
@@ -82,6 +131,7 @@ def build_command(
         out=folder,
         timing_cache=home / ENGINES_FOLDER / ".timing-cache",
         hardware_compatibility=hardware_compatibility,  # type: ignore[arg-type]  # checked against levels
+        fault=fault,
     )
     meta = built.metadata
     where = f"{meta.gpu.name} ({meta.gpu.compute_capability})" if meta.gpu else "CPU"
@@ -90,6 +140,14 @@ def build_command(
         f"in {built.folder}",
         soft_wrap=True,
     )
+    if meta.injected_fault is not None:
+        console.print(
+            f"warning: injected fault: {meta.injected_fault.describe()} (fault.json, engine.json "
+            "injected_fault); a regressed version for demos and tests, not for serving",
+            style="yellow",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 @engine_app.command("push")

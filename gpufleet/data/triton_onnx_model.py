@@ -2,15 +2,48 @@
 
 gpufleet ships this file into each model version it packages for CPU serving (the local fleet has
 no onnxruntime or TensorRT backend). Requests of one dynamic batch are stacked into one run.
+
+A package built with `engine build --inject-*` also holds `fault.json` (pipelines/engines/fault.py
+writes it): this runner then fails or delays execute() calls on purpose, as a regressed version would.
+Without that file it does nothing of the kind.
 """
 
 import json
 import os
+import random
+import time
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+FAULT_FILE = "fault.json"
+
+
+class InjectedFault:
+    """fault.json applied to one model instance's execute() calls, in the order they come."""
+
+    def __init__(self, fault: dict[str, Any], instance: str) -> None:
+        self.error_rate = float(fault["error_rate"])
+        self.latency_s = float(fault["latency_ms"]) / 1000
+        self.slow_share = float(fault["slow_share"])
+        self.after_calls = int(fault["after_calls"])
+        # A str seed is hashed with SHA-512 by random.Random: the same sequence in every process.
+        self.random = random.Random(f"{fault['seed']}:{instance}")
+        self.calls = 0
+
+    def apply(self) -> None:
+        self.calls += 1
+        if self.calls <= self.after_calls:
+            return
+        # Both draws every call, so the error sequence does not depend on the latency settings.
+        slow, fails = self.random.random() < self.slow_share, self.random.random() < self.error_rate
+        if slow and self.latency_s:
+            time.sleep(self.latency_s)
+        if fails:
+            # Raised, not InferenceResponse(error=...): Triton counts only a raise as a failed request.
+            raise RuntimeError(f"injected fault ({FAULT_FILE}): call {self.calls} fails")
 
 
 class TritonPythonModel:
@@ -25,8 +58,15 @@ class TritonPythonModel:
         )
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
+        self.fault = None
+        fault_path = os.path.join(version_dir, FAULT_FILE)
+        if os.path.isfile(fault_path):
+            with open(fault_path, encoding="utf-8") as f:
+                self.fault = InjectedFault(json.load(f), args["model_instance_name"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        if self.fault is not None:
+            self.fault.apply()
         batches = [
             {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names}
             for r in requests

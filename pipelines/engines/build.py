@@ -1,7 +1,8 @@
 """`engine build`: a model's serving package for one target, written whole or not at all.
 
 Target `cpu`: the ONNX file (checked against the spec's signature and run once in onnxruntime at
-batch 1 and max_batch_size) plus the python-backend runner. Target `smXY`: a TensorRT plan
+batch 1 and max_batch_size) plus the python-backend runner, and `fault.json` when the build injects a
+fault (fault.py). Target `smXY`: a TensorRT plan
 (tensorrt_build.py), only on a machine with an NVIDIA GPU and tensorrt. Both write `engine.json`.
 
 The package is written into a hidden staging folder beside `--out` and swapped in when complete, so
@@ -25,6 +26,7 @@ from gpufleet.loadgen import NUMPY_DTYPES  # the spec dtype -> NumPy map the loa
 from gpufleet.modelrepo import ONNX_FILE, cpu_package
 from gpufleet.spec import ModelSpec
 from pipelines.engines.export import onnx_source
+from pipelines.engines.fault import FAULT_FILE, InjectedFault
 from pipelines.engines.metadata import (
     CPU_TARGET,
     ENGINE_FILE,
@@ -85,11 +87,17 @@ def build_engine(
     out: Path,
     timing_cache: Path | None = None,
     hardware_compatibility: HardwareCompatibility = "none",
+    fault: InjectedFault | None = None,
 ) -> BuiltPackage:
     target, precision = normalized_target(model, target)
+    if fault is not None and target != CPU_TARGET:
+        raise UserError(f"--target {target}: faults are injected into CPU packages only; use --target cpu")
     _check_out(out)
     if target == CPU_TARGET:
         files, metadata = _cpu_files(model, precision)
+        if fault is not None:
+            files[FAULT_FILE] = fault.to_file_bytes()
+            metadata = metadata.model_copy(update={"injected_fault": fault})
     else:
         files, metadata = _gpu_files(model, target, precision, timing_cache, hardware_compatibility)
     files[ENGINE_FILE] = metadata.to_json().encode()

@@ -16,11 +16,19 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from gpufleet import __version__ as gpufleet_version
 from gpufleet.errors import UserError
 from gpufleet.spec import ModelSpec, TensorSpec
+from pipelines.engines.fault import InjectedFault
 
 ENGINE_FILE = "engine.json"
 CPU_TARGET = "cpu"
@@ -106,6 +114,16 @@ class EngineMetadata(_Strict):
     source: SourceInfo
     built_at: str  # UTC, ISO 8601
     builder: BuilderInfo
+    # A CPU package built to fail or slow down (pipelines/engines/fault.py). Left out of every dump
+    # when None (engine.json, the manifest's engine), so a package without a fault is what it was.
+    injected_fault: InjectedFault | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_fault(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        dumped: dict[str, object] = handler(self)
+        if self.injected_fault is None:
+            dumped.pop("injected_fault", None)
+        return dumped
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"

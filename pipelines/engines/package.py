@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpufleet.errors import UserError
+from pipelines.engines.fault import FAULT_FILE
 from pipelines.engines.metadata import ENGINE_FILE, EngineMetadata, read_metadata
 
 
@@ -91,7 +92,23 @@ def read_package(folder: Path) -> EnginePackage:
             f"{folder}: engine.json names {metadata.model_file} but the folder has no such file; "
             "rebuild the package with `gpufleet engine build`"
         )
+    _check_fault_recorded(folder, metadata)
     files = tuple(
         PackageFile(name=p.relative_to(folder).as_posix(), path=p, size=p.stat().st_size) for p in paths
     )
     return EnginePackage(folder=folder, metadata=metadata, files=files)
+
+
+def _check_fault_recorded(folder: Path, metadata: EngineMetadata) -> None:
+    """fault.json is pushed (the runner reads it) only when engine.json says so, where people look."""
+    has_file = (folder / FAULT_FILE).is_file()
+    if has_file and metadata.injected_fault is None:
+        raise UserError(
+            f"{folder}: has {FAULT_FILE} but engine.json records no injected_fault; "
+            "rebuild the package with `gpufleet engine build` (with --inject-* options for a faulty one)"
+        )
+    if not has_file and metadata.injected_fault is not None:
+        raise UserError(
+            f"{folder}: engine.json records an injected_fault but {FAULT_FILE} is missing; "
+            "rebuild the package with `gpufleet engine build`"
+        )
