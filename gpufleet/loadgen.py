@@ -110,3 +110,77 @@ def run_load(
             f.result()
     wall = time.perf_counter() - start
     return LoadResult(len(latencies) + errors, errors, wall, latencies)
+
+
+class BackgroundLoad:
+    """Paced load through `url` on a few threads until `stop()`, bounded in time and count.
+
+    For rollouts on the local fleet (the demo, tests, `rollout start --load-rps`): real traffic for
+    the judge to see. Requests go at about `rps` in total (None: as fast as the server answers).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: ModelSpec,
+        rps: float | None,
+        *,
+        concurrency: int = 4,
+        max_seconds: float = 1800.0,
+        max_requests: int = 5_000_000,
+    ) -> None:
+        self.url = url
+        self.model = model
+        self.interval_s = 1.0 / rps if rps else 0.0
+        self.concurrency = concurrency
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self.sent = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._next_at = 0.0
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> BackgroundLoad:
+        self._deadline = time.monotonic() + self.max_seconds
+        self._next_at = time.monotonic()
+        self._threads = [threading.Thread(target=self._worker, daemon=True) for _ in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> tuple[int, int]:
+        """Stop and wait for the workers; (requests sent, errors)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=35)
+        return self.sent, self.errors
+
+    def __enter__(self) -> BackgroundLoad:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _ticket(self) -> float | None:
+        """When this worker may send its next request, or None when the load is over."""
+        with self._lock:
+            if self._stop.is_set() or self.sent >= self.max_requests or time.monotonic() > self._deadline:
+                return None
+            self.sent += 1
+            at = max(self._next_at, time.monotonic() - 1.0)  # no burst to catch up after a stall
+            self._next_at = at + self.interval_s
+            return at
+
+    def _worker(self) -> None:
+        inputs = example_inputs(self.model)
+        with triton_http.InferenceServerClient(self.url.removeprefix("http://"), network_timeout=30) as c:
+            while (at := self._ticket()) is not None:
+                if (wait := at - time.monotonic()) > 0 and self._stop.wait(wait):
+                    return
+                try:
+                    c.infer(self.model.name, inputs)
+                except Exception:  # noqa: BLE001 - a failed request is counted, the load goes on
+                    with self._lock:
+                        self.errors += 1

@@ -38,6 +38,9 @@ LEASE_STALE_S = 30.0
 
 Phase = Literal["gate", "canary", "rolling_back", "promoted", "rolled_back", "aborted"]
 TERMINAL: frozenset[str] = frozenset({"promoted", "rolled_back", "aborted"})
+# waiting: untouched · canary: both versions loaded, the split is `weight` · promoted: the candidate
+# takes 100 % (the stable version stays loaded until the whole rollout is promoted, so a later wave's
+# failure can return it at once) · restored: back to the stable version alone.
 ClusterStatus = Literal["waiting", "canary", "promoted", "restored"]
 
 
@@ -56,6 +59,22 @@ class ClusterProgress(_Strict):
     # The canary's share on this cluster: always 0 or one of the declared steps.
     weight: int = 0
     status: ClusterStatus = "waiting"
+    # Where the policy's current step began (persisted with the step, so a resumed driver keeps the bake).
+    step_started_at: float | None = None
+    canary_requests_at_step_start: int = 0
+
+
+class RolloutSettings(_Strict):
+    """What the driver judges with, fixed when the rollout starts (a resume uses the same)."""
+
+    min_bake_seconds: float = 60.0
+    min_samples: int = 200
+    no_data_deadline_seconds: float = 300.0
+    max_bake_seconds: float = 600.0
+    window_seconds: float = 5.0
+    false_rollback_rate: float = 0.05  # for the whole rollout: shared by the clusters' judges
+    max_error_rate: float = 0.01
+    p99_latency_ms: float = 200.0
 
 
 class Transition(_Strict):
@@ -77,6 +96,8 @@ class RolloutState(_Strict):
     step_index: int = -1  # -1: no canary traffic yet on the current wave
     clusters: dict[str, ClusterProgress]
     reason: str | None = None  # why it ended (or is rolling back)
+    settings: RolloutSettings = RolloutSettings()
+    abort_requested: bool = False  # `rollout abort` asked; the driver rolls back and ends "aborted"
     started_at: float
     updated_at: float
     driver: DriverLease | None = None
