@@ -383,8 +383,15 @@ def _serve(
     done: str,
 ) -> None:
     from pipelines.engines.local_fleet import serve_on_cluster
+    from pipelines.rollout.state import RolloutStore
 
     store = local.object_store(endpoints)
+    active = RolloutStore(store).active(spec.name)
+    if active is not None and not active.state.finished:
+        raise UserError(
+            f"{spec.name}: rollout {active.state.rollout_id} is in progress and decides which versions "
+            f"the clusters serve; wait for it, or `gpufleet rollout abort {spec.name}`"
+        )
     with console.status(f"{cluster}: serving {spec.name} {versions} on every replica"):
         outcome = serve_on_cluster(
             local, endpoints, fleet, cluster, spec, store, versions, lambda m: console.log(m)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -263,8 +262,11 @@ def _drive(
 
     live = Live(Text("starting"), console=console, refresh_per_second=4, transient=False)
 
+    last: dict[str, ClusterJudgement] = {}
+
     def show(update: Update) -> None:
-        live.update(_view(update.state, update.message, update.judged))
+        last.update(update.judged)  # a state change without a window keeps the latest verdicts shown
+        live.update(_view(update.state, update.message, last))
 
     driver = RolloutDriver(ctx.rollouts, ctx.spec, ctx.clusters, on_update=show)
     with ExitStack() as stack:
@@ -321,7 +323,7 @@ def _summary(state: RolloutState, reports: list[Path]) -> None:
         console.print(f"report: {path}", soft_wrap=True)
 
 
-def _view(state: RolloutState, message: str, judged: Mapping[str, ClusterJudgement]) -> Group:
+def _view(state: RolloutState, message: str, judged: Mapping[str, ClusterJudgement]) -> Table:
     """The live view: one row per cluster (weight, traffic and errors per version, verdict)."""
     table = Table(
         title=f"rollout {state.rollout_id}: {state.model} {state.stable} → {state.candidate} · {state.phase}",
@@ -340,4 +342,5 @@ def _view(state: RolloutState, message: str, judged: Mapping[str, ClusterJudgeme
                 stable = f"{verdict.baseline_requests_total}/{verdict.baseline_errors_total}"
                 why = f"{verdict.decision.value}: {verdict.reason}"
             table.add_row(str(index), name, progress.status, str(progress.weight), canary, stable, why)
-    return Group(table, Text(message, style="dim"))
+    table.caption = message
+    return table

@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from gpufleet.errors import FleetRuntimeError, UserError
+from gpufleet.objectstore import ObjectStore
 from gpufleet.spec import ModelSpec, Rollout
 from pipelines.engines.load import Replica, read_published
 from pipelines.rollout.clusters import RolloutCluster
 from pipelines.rollout.evidence import NoData, VersionWindow, WindowPair
+from pipelines.rollout.gate import GateResult, run_gate
 from pipelines.rollout.journal import WindowJournal, WindowRecord
 from pipelines.rollout.judge import Verdict
 from pipelines.rollout.policy import ActionKind
@@ -69,23 +71,8 @@ HEARTBEAT_S = 10.0
 ABORT_WAIT_S = 60.0
 
 
-class GateOutcome(Protocol):
-    passed: bool
-    reason: str
-
-    def to_dict(self) -> dict[str, object]: ...
-
-
-Gate = Callable[[ModelSpec, Any, int, int, list[Replica]], GateOutcome]
-
-
-def default_gate(
-    model: ModelSpec, store: Any, stable: int, candidate: int, replicas: list[Replica]
-) -> GateOutcome:
-    from pipelines.rollout.gate import run_gate
-
-    result: GateOutcome = run_gate(model, store, stable, candidate, replicas)
-    return result
+# The pre-rollout gate (gate.run_gate), as a parameter so tests can count its calls.
+Gate = Callable[[ModelSpec, ObjectStore, int, int, Sequence[Replica]], GateResult]
 
 
 @dataclass(frozen=True)
@@ -120,7 +107,7 @@ def plan_rollout(
     settings: RolloutSettings,
     waves: list[list[str]],
     clusters: Mapping[str, RolloutCluster],
-    store: Any,
+    store: ObjectStore,
     now: float,
 ) -> RolloutState:
     """The rollout's first state, after every check that needs no change anywhere (UserError)."""
@@ -181,7 +168,7 @@ class RolloutDriver:
         model: ModelSpec,
         clusters: Mapping[str, RolloutCluster],
         *,
-        gate: Gate = default_gate,
+        gate: Gate = run_gate,
         on_update: Callable[[Update], None] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
