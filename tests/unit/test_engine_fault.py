@@ -252,6 +252,9 @@ def test_the_first_n_calls_are_clean_then_about_r_of_calls_fail(runner: ModuleTy
     other = outcomes(runner.InjectedFault(fault_json(error_rate=rate, after_calls=after), "mlp_1"), calls)
     assert again == failed and other != failed
     assert not any(outcomes(runner.InjectedFault(fault_json(), "mlp_0"), 200))  # rate 0: never
+    # The boundary: with every faulty call failing, call AFTER + 1 is the first to fail.
+    always = runner.InjectedFault(fault_json(error_rate=1, after_calls=5), "mlp_0")
+    assert outcomes(always, 8) == [False] * 5 + [True] * 3
 
 
 def test_about_the_slow_share_of_calls_after_n_sleep_the_extra_latency(runner: ModuleType) -> None:
