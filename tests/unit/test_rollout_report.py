@@ -4,6 +4,7 @@ failure with no windows, NoData windows, windows without quantiles, names that n
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 import time
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from matplotlib import image as mpimg
 
 from pipelines.rollout import policy
@@ -18,7 +20,7 @@ from pipelines.rollout.evidence import NoData, VersionWindow, WindowPair
 from pipelines.rollout.journal import WindowRecord
 from pipelines.rollout.judge import CanaryJudge, JudgeSettings
 from pipelines.rollout.policy import ActionKind, PolicySettings
-from pipelines.rollout.report import write_rollout_report
+from pipelines.rollout.report import _weight_changes, write_rollout_report
 from pipelines.rollout.simulate import ERROR_REGRESSION, HEALTHY, Scenario, TrafficSimulator
 from pipelines.rollout.state import ClusterProgress, RolloutState
 
@@ -164,6 +166,16 @@ def assert_png(path: Path, clusters: int) -> None:
     assert pixels.std() > 0.05  # drawn, not blank
 
 
+def coloured_pixels(path: Path, rgb: str, row: int) -> int:
+    """Pixels of one colour (matplotlib's tab: palette, hex) in one cluster row of the PNG."""
+    pixels = mpimg.imread(path)[80 + 280 * row : 80 + 280 * (row + 1), :, :3]
+    wanted = np.array([int(rgb[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(pixels - wanted).max(axis=2) < 0.04).sum())
+
+
+RED, GREEN = "#d62728", "#2ca02c"  # tab:red, tab:green
+
+
 def assert_self_contained(page: str, png: Path) -> None:
     import base64
 
@@ -172,9 +184,16 @@ def assert_self_contained(page: str, png: Path) -> None:
     assert "<script" not in page.lower()
 
 
-def test_rolled_back_rollout_shows_every_verdict_and_the_history(tmp_path: Path) -> None:
-    state = new_state([["local-a"], ["local-b"]])
-    state, records = simulate(state, {"local-a": HEALTHY, "local-b": ERROR_REGRESSION})
+@pytest.fixture(scope="module")
+def rolled_back() -> tuple[RolloutState, list[WindowRecord]]:
+    """Two waves: local-a healthy and promoted, then local-b with an error regression, rolled back."""
+    return simulate(new_state([["local-a"], ["local-b"]]), {"local-a": HEALTHY, "local-b": ERROR_REGRESSION})
+
+
+def test_rolled_back_rollout_shows_every_verdict_and_the_history(
+    tmp_path: Path, rolled_back: tuple[RolloutState, list[WindowRecord]]
+) -> None:
+    state, records = rolled_back
     # What the simulation must have produced for this test to mean anything.
     assert state.phase == "rolled_back"
     assert {r.cluster for r in records} == {"local-a", "local-b"}
@@ -200,6 +219,31 @@ def test_rolled_back_rollout_shows_every_verdict_and_the_history(tmp_path: Path)
         assert f"<td>{entry.event}</td>" in history
         assert f"<td class=n>{entry.at - NOW:.1f}</td>" in history
     assert history.count("<tr>") == len(state.history) + 1
+    # Marks: local-b's judged rollback and local-a's restore after it are red, local-a's promotion green.
+    assert coloured_pixels(png, RED, row=0) > 30 and coloured_pixels(png, RED, row=1) > 30
+    assert coloured_pixels(png, GREEN, row=0) > 30 and coloured_pixels(png, GREEN, row=1) == 0
+
+
+def test_weight_line_follows_the_windows_and_the_restore(
+    rolled_back: tuple[RolloutState, list[WindowRecord]],
+) -> None:
+    state, records = rolled_back
+    every = ["local-a", "local-b"]
+    restored_at = next(t.at for t in state.history if t.event == "rolled_back") - NOW
+    for cluster in every:
+        times, weights = _weight_changes(state, cluster, [r for r in records if r.cluster == cluster], every)
+        assert times == sorted(times)
+
+        def weight_at(t: float, times: list[float] = times, weights: list[float] = weights) -> float:
+            return weights[bisect.bisect_right(times, t) - 1]
+
+        for record in (r for r in records if r.cluster == cluster):
+            assert weight_at(0.5 * (record.start_s + record.end_s) - NOW) == record.weight
+        assert weight_at(restored_at + 0.01) == 0.0  # both clusters back on the stable version
+    first_b = next(r for r in records if r.cluster == "local-b")
+    times, weights = _weight_changes(state, "local-b", [], every)  # from the history alone
+    assert weights[bisect.bisect_right(times, first_b.start_s - NOW - 0.01) - 1] == 0.0
+    assert weights[bisect.bisect_right(times, first_b.start_s - NOW + 0.01) - 1] == 1.0
 
 
 def test_promoted_rollout_on_one_cluster(tmp_path: Path) -> None:
@@ -213,6 +257,7 @@ def test_promoted_rollout_on_one_cluster(tmp_path: Path) -> None:
     assert_self_contained(page, png)
     assert_every_verdict_shown(page, records)
     assert "wave 1: local-a (promoted, weight 100 %)" in page
+    assert coloured_pixels(png, GREEN, row=0) > 30 and coloured_pixels(png, RED, row=0) == 0
 
 
 def test_gate_failure_with_no_windows(tmp_path: Path) -> None:
@@ -261,21 +306,24 @@ def test_no_data_windows_and_windows_without_quantiles(tmp_path: Path) -> None:
 
 
 def test_text_is_escaped(tmp_path: Path) -> None:
-    state = new_state([["local-a"]], rollout_id="mlp-v2-escape")
+    # A hand-made state may hold any text; the spec's name patterns would refuse this cluster name. In
+    # the PNG, "$...$" would be parsed as mathtext and "$\\frac{$" fails to parse.
+    cluster = "a<b>$\\frac{$"
+    state = new_state([[cluster]], rollout_id="mlp-v2-escape")
     state = state.with_transition(
         "weight",
         NOW + 1,
-        {"clusters": ["local-a"], "weight": 1, "reason": "first <step> & $x$"},
-        clusters=state.with_cluster("local-a", weight=1, status="canary"),
+        {"clusters": [cluster], "weight": 1, "reason": "first <step> & $x$"},
+        clusters=state.with_cluster(cluster, weight=1, status="canary"),
     )
     pair = WindowPair(
         VersionWindow(1, NOW + 1, NOW + 6, 500, 1, 20.0, {0.5: 19.0, 0.99: 90.0}),
-        VersionWindow(2, NOW + 1, NOW + 6, 5, 0, 21.0, {}),
+        VersionWindow(2, NOW + 1, NOW + 6, 5, 0, 21.0, {}),  # no quantiles
     )
     verdict = CanaryJudge(JudgeSettings(), started_s=NOW).observe(pair, NOW + 6).to_dict()
     verdict["reason"] = "canary <script>alert(1)</script> $\\frac{"
     record = WindowRecord(
-        "local-a", 0, NOW + 1, NOW + 6, 1, 0, pair, verdict, {"kind": "stay", "weight": 1, "reason": "a<b"}
+        cluster, 0, NOW + 1, NOW + 6, 1, 0, pair, verdict, {"kind": "stay", "weight": 1, "reason": "a<b"}
     )
 
     page_path, png = write_rollout_report(tmp_path, state, [record])
@@ -284,6 +332,8 @@ def test_text_is_escaped(tmp_path: Path) -> None:
     assert "canary &lt;script&gt;alert(1)&lt;/script&gt; $\\frac{" in page
     assert "<script" not in page.lower()
     assert "first &lt;step&gt; &amp; $x$" in page and "a&lt;b" in page
+    assert "<h3>a&lt;b&gt;$\\frac{$: 1 windows</h3>" in page and "<b>" not in page
+    assert_every_verdict_shown(page, [record])
     assert_png(png, clusters=1)
 
 
@@ -326,14 +376,14 @@ def test_five_hundred_windows_render_quickly(tmp_path: Path) -> None:
     records = judged_windows("local-a", HEALTHY, 250, 10, seed=1)
     records += judged_windows("local-b", HEALTHY, 250, 10, seed=2)
 
-    began = time.perf_counter()
+    # CPU time of this process: the machine is shared, so wall time would measure the neighbours.
+    began = time.process_time()
     page_path, png = write_rollout_report(tmp_path, state, records)
-    elapsed = time.perf_counter() - began
+    elapsed = time.process_time() - began
 
     assert_png(png, clusters=2)
     assert_every_verdict_shown(page_path.read_text(), records[::50])
-    # ~1 s on this 2-core machine shared with other work; the bound leaves room for that load.
-    assert elapsed < 4.0, f"{elapsed:.2f} s for {len(records)} windows"
+    assert elapsed < 2.0, f"{elapsed:.2f} s of CPU for {len(records)} windows"  # ~0.9 s measured
 
 
 def _with(obj, **changes):  # type: ignore[no-untyped-def]
