@@ -101,6 +101,35 @@ def start_command(
     report_dir: ReportDir = None,
 ) -> None:
     """Roll VERSION of MODEL out: gate, then 1% → 10% → 50% → 100% per wave, or roll back."""
+    final = start_rollout(
+        home,
+        file,
+        model,
+        version,
+        min_bake_seconds=min_bake_seconds,
+        min_samples=min_samples,
+        max_bake_seconds=max_bake_seconds,
+        window_seconds=window_seconds,
+        load_rps=load_rps,
+        report_dir=report_dir,
+    )
+    _exit_unless_promoted(final)
+
+
+def start_rollout(
+    home: Path,
+    file: Path | None,
+    model: str,
+    version: int,
+    *,
+    min_bake_seconds: float | None = None,
+    min_samples: int | None = None,
+    max_bake_seconds: float | None = None,
+    window_seconds: float = 5.0,
+    load_rps: float | None = None,
+    report_dir: Path | None = None,
+) -> RolloutState:
+    """`rollout start` without the exit code: the final state (the demo runs two of them)."""
     from pipelines.rollout.driver import plan_rollout, plan_waves, settings_from_spec
     from pipelines.rollout.state import RolloutInProgress, lease_is_live
 
@@ -132,8 +161,7 @@ def start_command(
         console.print(
             f"rollout {active.state.rollout_id} of version {version} was left by a dead driver: resuming it"
         )
-        _drive(ctx, lambda d: d.resume(), load_rps, report_dir)
-        return
+        return _drive(ctx, lambda d: d.resume(), load_rps, report_dir)
     state = plan_rollout(
         ctx.spec,
         version,
@@ -150,7 +178,7 @@ def start_command(
         soft_wrap=True,
         highlight=False,
     )
-    _drive(ctx, lambda d: d.start(state), load_rps, report_dir)
+    return _drive(ctx, lambda d: d.start(state), load_rps, report_dir)
 
 
 @rollout_app.command("resume")
@@ -166,7 +194,7 @@ def resume_command(
 ) -> None:
     """Continue the model's rollout after its driver died: reconcile every cluster, then go on."""
     ctx = _context(home, file, model)
-    _drive(ctx, lambda d: d.resume(force=force), load_rps, report_dir)
+    _exit_unless_promoted(_drive(ctx, lambda d: d.resume(force=force), load_rps, report_dir))
 
 
 @rollout_app.command("abort")
@@ -197,7 +225,7 @@ def abort_command(
             f"abort recorded, but the driver (pid {driver.pid}) has not finished rolling back within "
             f"{ABORT_WAIT_S:.0f} s; if it is stuck, stop it and run `gpufleet rollout resume {model}`"
         )
-    _drive(ctx, lambda d: d.resume(force=True), None, report_dir)
+    _drive(ctx, lambda d: d.resume(force=True), None, report_dir)  # aborted: exit 0
 
 
 @rollout_app.command("status")
@@ -257,7 +285,8 @@ def _drive(
     how: Callable[[RolloutDriver], RolloutState],
     load_rps: float | None,
     report_dir: Path | None,
-) -> None:
+) -> RolloutState:
+    """Drive the rollout with the live view (and the optional load), then summarise and report."""
     from pipelines.rollout.driver import RolloutDriver
 
     live = Live(Text("starting"), console=console, refresh_per_second=4, transient=False)
@@ -273,7 +302,13 @@ def _drive(
         stack.enter_context(_background_load(ctx, load_rps))
         stack.enter_context(live)
         final = how(driver)
+    if not console.is_terminal:
+        console.line()  # a non-terminal Live ends without a newline after its last frame
     _summary(final, _write_report(ctx, final, report_dir))
+    return final
+
+
+def _exit_unless_promoted(final: RolloutState) -> None:
     if final.phase != "promoted":
         raise typer.Exit(1)
 

@@ -26,6 +26,7 @@ from gpufleet.spec import load_fleet
 if TYPE_CHECKING:
     from gpufleet.local.fleet import FleetEndpoints
     from gpufleet.spec import ModelSpec
+    from pipelines.rollout.state import RolloutState
 
 ReportDirOption = Annotated[
     Path | None,
@@ -198,10 +199,10 @@ def demo(
 
 def _engine_story(file: Path, home: Path, endpoints: FleetEndpoints, model: ModelSpec) -> None:
     """Build, push and load a new version of the demo model with the `engine` commands themselves."""
-    from gpufleet.cli.engine import build_command, load_command, push_engine
+    from gpufleet.cli.engine import build_command, push_engine
     from gpufleet.cli.model import list_command
 
-    console.rule(f"a new version of {model.name}: engine build → engine push → engine load")
+    console.rule(f"a new version of {model.name}: engine build → engine push → rollout")
     console.print(
         f"(`gpufleet up` published the first version the same way: engine build + engine push of the "
         f"cpu package.) Rebuilding {model.name}: the same ONNX file and runner, a new engine.json.",
@@ -215,7 +216,72 @@ def _engine_story(file: Path, home: Path, endpoints: FleetEndpoints, model: Mode
         soft_wrap=True,
         highlight=False,
     )
-    for cluster in endpoints.clusters:
-        load_command(cluster.name, model.name, pushed.version, only=True, file=file, home=home)
-        infer_one(endpoints, cluster.name, model, str(pushed.version))
     list_command(file=file, home=home, store_url=None, endpoint=None, as_json=False)
+    _rollout_story(file, home, model, pushed.version)
+
+
+# The demo bakes each step for seconds, not the fleet file's minutes, and drives its own traffic.
+DEMO_MIN_BAKE_S = 10.0
+DEMO_MIN_SAMPLES = 50
+DEMO_LOAD_RPS = 150.0
+# v3's regression: 5 % of calls fail, and 1 in 10 is 40 ms slower, after each model instance's first 60
+# calls (the gate's few dozen requests see a healthy version; the canary traffic does not).
+DEMO_FAULT = {"error_rate": "0.05", "latency_ms": "40", "slow_share": "0.1", "after": "60"}
+
+
+def _rollout_story(file: Path, home: Path, model: ModelSpec, healthy: int) -> None:
+    """Canary the healthy version through every wave, then a regressed one that must roll back."""
+    from gpufleet.cli.engine import build_command, push_engine
+    from gpufleet.cli.rollout import start_rollout
+
+    def roll_out(version: int) -> RolloutState:
+        return start_rollout(
+            home,
+            file,
+            model.name,
+            version,
+            min_bake_seconds=DEMO_MIN_BAKE_S,
+            min_samples=DEMO_MIN_SAMPLES,
+            load_rps=DEMO_LOAD_RPS,
+        )
+
+    console.rule(f"canary rollout of {model.name} version {healthy} (healthy)")
+    console.print(
+        f"gate on every replica, then steps through each wave; the demo bakes {DEMO_MIN_BAKE_S:g} s and "
+        f"{DEMO_MIN_SAMPLES} canary requests per step (fleet.yaml's rollout section has the real minimums) "
+        f"and sends {DEMO_LOAD_RPS:g} req/s through each cluster's proxy",
+        soft_wrap=True,
+    )
+    first = roll_out(healthy)
+    console.rule(f"a regressed version of {model.name}: errors and a slow tail, injected at build")
+    build_command(
+        model.name,
+        target="cpu",
+        file=file,
+        out=None,
+        home=home,
+        hardware_compatibility=None,
+        inject_error_rate=DEMO_FAULT["error_rate"],
+        inject_latency_ms=DEMO_FAULT["latency_ms"],
+        inject_slow_share=DEMO_FAULT["slow_share"],
+        inject_after=DEMO_FAULT["after"],
+    )
+    regressed = push_engine(model.name, file=file, home=home)
+    second = roll_out(regressed.version)
+    table = Table(title="rollouts")
+    for col in ("rollout", "version", "outcome", "took", "why"):
+        table.add_column(col)
+    for state in (first, second):
+        table.add_row(
+            state.rollout_id,
+            f"{state.stable} → {state.candidate}",
+            state.phase.replace("_", " "),
+            f"{state.updated_at - state.started_at:.0f} s",
+            state.reason or "",
+        )
+    console.print(table)
+    if (first.phase, second.phase) != ("promoted", "rolled_back"):
+        raise FleetRuntimeError(
+            f"the demo expected version {first.candidate} promoted and {second.candidate} rolled back; got "
+            f"{first.phase} and {second.phase}: see the reports above"
+        )
