@@ -20,7 +20,8 @@ from pipelines.rollout.evidence import NoData, VersionWindow, WindowPair
 from pipelines.rollout.journal import WindowRecord
 from pipelines.rollout.judge import CanaryJudge, JudgeSettings
 from pipelines.rollout.policy import ActionKind, PolicySettings
-from pipelines.rollout.report import _weight_changes, write_rollout_report
+from pipelines.rollout.report import ROLLBACK_COLOUR as RED_NAME
+from pipelines.rollout.report import _marks, _weight_changes, write_rollout_report
 from pipelines.rollout.simulate import ERROR_REGRESSION, HEALTHY, Scenario, TrafficSimulator
 from pipelines.rollout.state import ClusterProgress, RolloutState
 
@@ -240,7 +241,16 @@ def test_weight_line_follows_the_windows_and_the_restore(
         for record in (r for r in records if r.cluster == cluster):
             assert weight_at(0.5 * (record.start_s + record.end_s) - NOW) == record.weight
         assert weight_at(restored_at + 0.01) == 0.0  # both clusters back on the stable version
-    first_b = next(r for r in records if r.cluster == "local-b")
+    # The journal alone (a state whose history lost its events, e.g. a crash before they were written):
+    # the windows still place the weight, and the judged rollback is still marked where it was decided.
+    bare = state.model_copy(update={"history": state.history[:1]})
+    on_b = [r for r in records if r.cluster == "local-b"]
+    times, weights = _weight_changes(bare, "local-b", on_b, every)
+    for record in on_b:
+        assert weights[bisect.bisect_right(times, 0.5 * (record.start_s + record.end_s) - NOW) - 1] == 1.0
+    marks = _marks(bare, "local-b", on_b, every, (times, weights))
+    assert [(m.at_s, m.weight, m.colour) for m in marks] == [(on_b[-1].end_s - NOW, 1.0, RED_NAME)]
+    first_b = on_b[0]
     times, weights = _weight_changes(state, "local-b", [], every)  # from the history alone
     assert weights[bisect.bisect_right(times, first_b.start_s - NOW - 0.01) - 1] == 0.0
     assert weights[bisect.bisect_right(times, first_b.start_s - NOW + 0.01) - 1] == 1.0
