@@ -29,6 +29,7 @@ from gpufleet.local.processes import ProcessTable
 from gpufleet.objectstore import ObjectStore
 from gpufleet.spec import Fleet, ModelSpec, load_fleet
 from gpufleet.triton_admin import serving_versions
+from pipelines.engines.load import published_versions
 from pipelines.engines.reference import REFERENCE_FILE, Reference
 from pipelines.rollout.driver import RolloutDriver, plan_rollout, plan_waves, settings_from_spec
 from pipelines.rollout.journal import WindowJournal
@@ -103,11 +104,10 @@ class Harness:
         assert built.returncode == 0, built.stdout + built.stderr
         pushed = self.cli("engine", "push", MODEL)
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
-        return max(
-            int(p.rstrip("/").rsplit("/", 1)[-1])
-            for p in self.store.list_prefixes(f"{MODEL}/")
-            if p.rstrip("/").rsplit("/", 1)[-1].isdigit()
-        )
+        return self.newest()
+
+    def newest(self) -> int:
+        return published_versions(self.store, MODEL)[-1]
 
     def served(self) -> dict[str, set[int]]:
         """What each replica's Triton itself says it serves, per cluster."""
@@ -264,6 +264,8 @@ def _stop_prometheus_when_canary(harness: Harness) -> None:
 def test_a_failure_in_the_second_wave_returns_the_first_to_the_stable_version(harness: Harness) -> None:
     stable = harness.stable()
     candidate = harness.push()
+    # Once wave 1 is promoted, a stored file of the candidate stops matching its manifest: loading it
+    # on the second wave's replicas is refused, and the whole rollout must roll back.
     spoiler = threading.Thread(target=_spoil_reference_after_wave_one, args=(harness, candidate), daemon=True)
     spoiler.start()
 
@@ -271,7 +273,7 @@ def test_a_failure_in_the_second_wave_returns_the_first_to_the_stable_version(ha
     spoiler.join(timeout=60)
 
     assert final.phase == "rolled_back"
-    assert final.reason and final.reason.startswith("gate failed: ") and WAVES[1][0] in final.reason
+    assert final.reason and final.reason.startswith(f"{WAVES[1][0]}: ") and "refused to load" in final.reason
     assert (WAVES[0][0], 100) in weights_in_history(final)  # wave 1 had been promoted
     assert final.clusters[WAVES[0][0]].status == "restored"
     assert harness.served() == {c: {stable} for wave in WAVES for c in wave}
@@ -291,14 +293,44 @@ def _spoil_reference_after_wave_one(harness: Harness, candidate: int) -> None:
 def _shift_reference(store: ObjectStore, version: int) -> None:
     key = f"{MODEL}/{version}/{REFERENCE_FILE}"
     stored = Reference.from_bytes(store.get_bytes(key) or b"")
-    shifted = Reference(stored.inputs, {k: np.add(v, 1.0).astype(v.dtype) for k, v in stored.outputs.items()}).to_bytes()
+    shifted = Reference(
+        stored.inputs, {k: np.add(v, 1.0).astype(v.dtype) for k, v in stored.outputs.items()}
+    ).to_bytes()
     store.put_file(key, shifted, sha256=hashlib.sha256(shifted).hexdigest())
+
+
+# Appended to a built package's model.py: a candidate that computes something else than its reference.
+WRONG_OUTPUTS = """
+
+_Served = TritonPythonModel
+
+
+class TritonPythonModel(_Served):  # test fault: every output is off by one
+    def execute(self, requests):
+        responses = _Served.execute(self, requests)
+        return [
+            pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor(name, pb_utils.get_output_tensor_by_name(r, name).as_numpy() + 1)
+                    for name in self.output_names
+                ]
+            )
+            for r in responses
+        ]
+"""
 
 
 def test_a_failed_gate_moves_no_traffic(harness: Harness) -> None:
     stable = harness.stable()
-    candidate = harness.push()
-    _shift_reference(harness.store, candidate)
+    package = harness.root / "wrong-outputs"
+    built = harness.cli("engine", "build", MODEL, "--out", str(package))
+    assert built.returncode == 0, built.stdout + built.stderr
+    with (package / "model.py").open("a") as model_py:
+        model_py.write(WRONG_OUTPUTS)
+    pushed = harness.cli("engine", "push", MODEL, "--from", str(package))
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    candidate = harness.newest()
+    canary_before = _canary_responses(harness)
 
     final = harness.roll_out(candidate)
 
@@ -306,7 +338,20 @@ def test_a_failed_gate_moves_no_traffic(harness: Harness) -> None:
     assert final.reason and final.reason.startswith("gate failed: ") and "wrong outputs" in final.reason
     assert weights_in_history(final) == []
     assert WindowJournal(harness.store, MODEL, final.rollout_id).records() == []
+    assert _canary_responses(harness) == canary_before  # the proxy sent no request to the candidate
     assert harness.served() == {c: {stable} for wave in WAVES for c in wave}
+
+
+def _canary_responses(harness: Harness) -> dict[str, int]:
+    """Responses each proxy's canary backend has returned, from HAProxy's own statistics."""
+    found = {}
+    for wave in WAVES:
+        cluster = wave[0]
+        router = HAProxyRouter(cluster, Path(harness.endpoints.cluster(cluster).admin_socket))
+        stats = router._command("show stat")  # noqa: SLF001 - the proxy's own CSV statistics
+        rows = [line.split(",") for line in stats.splitlines() if line and not line.startswith("#")]
+        found[cluster] = sum(int(r[7] or 0) for r in rows if "canary" in r[0] and r[1] == "BACKEND")
+    return found
 
 
 def test_kill_9_then_resume_reconciles_and_finishes(harness: Harness) -> None:
@@ -336,6 +381,8 @@ def test_kill_9_then_resume_reconciles_and_finishes(harness: Harness) -> None:
     routed = harness.router_weights()[WAVES[0][0]]
     assert routed.get(candidate, 0) == weight, routed
     windows_before = WindowJournal(harness.store, MODEL, killed_at.rollout_id).records()
+    # And the proxy then loses its split, as a restart would: resume must set it again at once.
+    HAProxyRouter(WAVES[0][0], Path(harness.endpoints.cluster(WAVES[0][0]).admin_socket)).clear(MODEL)
 
     resumed = harness.cli("rollout", "resume", MODEL, *args[2:], timeout=300)
 
@@ -350,6 +397,8 @@ def test_kill_9_then_resume_reconciles_and_finishes(harness: Harness) -> None:
         [r for r in windows_before if r.cluster == WAVES[0][0]]
     )
     assert weights_in_history(final) == [(c, w) for wave in WAVES for c in wave for w in STEPS]
+    # Reconciled before the first window after the resume: no window found the split missing.
+    assert not [r for r in windows if "did not apply the stored split" in str(r.evidence)]
 
 
 def test_a_second_rollout_of_the_model_is_refused_and_abort_restores_stable(harness: Harness) -> None:
