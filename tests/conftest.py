@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# The rollout tests' two-wave fleet (session fixture `rollout_fleet`), shared by their modules.
+pytest_plugins = ["tests.rollout_fleet"]
+
 REPO = Path(__file__).resolve().parent.parent
 GPUFLEET = [sys.executable, "-m", "gpufleet"]
 
