@@ -79,6 +79,20 @@ def test_clear_error_regression_rolled_back_within_bounded_windows() -> None:
         assert verdict.test(ERRORS_VS_BASELINE).rejected, verdict.reason
 
 
+def test_one_percent_canary_is_rolled_back_on_its_second_error_against_three_baseline_errors() -> None:
+    # 1 % of 100 req/s for 35 s: 2 canary errors in 35 requests, 3 in the baseline's 3465. If the versions
+    # were alike, each of the 5 errors would be the canary's with probability 1 %: two or more of them
+    # has probability 1e-3 (binomial tail). An always-valid test at alpha 0.01 can afford to decide
+    # here, and the errors test's share and grid are set so that it does; a fourth baseline error
+    # (p = 1.5e-3) is past that boundary and the judge waits for more.
+    assert stats.binom.sf(1, 5, 0.01) == pytest.approx(9.8e-4, rel=0.01)
+    settings = JudgeSettings(false_rollback_rate=0.01)
+    decided = CanaryJudge(settings, 0.0).observe(pair(35, 2, 3465, 3), 35.0)
+    assert decided.decision is Decision.ROLLBACK and decided.test(ERRORS_VS_BASELINE).rejected, decided.reason
+    waiting = CanaryJudge(settings, 0.0).observe(pair(35, 2, 3465, 4), 35.0)
+    assert waiting.decision is Decision.CONTINUE, waiting.reason
+
+
 def test_tail_only_regression_rolled_back_by_the_tail_test() -> None:
     # p99 +50 % with p50 and p90 unchanged: 2.6 % of canary requests beyond the baseline's p99 instead of
     # 1 %. At 10 % of 100 req/s that is ~1.3 extra slow requests per 5 s window.
