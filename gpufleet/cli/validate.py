@@ -14,7 +14,6 @@ from gpufleet.spec import Fleet, load_fleet
 # Sections a fleet file may declare that no command acts on yet, with what will act on them. An entry
 # leaves this table when its command lands, so `validate` never implies that a setting has an effect.
 NOT_YET_ACTED_ON = {
-    "rollout": "canary rollouts (`gpufleet rollout`) are not built yet",
     "dr": "disaster-recovery rebuilds (`gpufleet dr`) are not built yet",
 }
 
