@@ -112,6 +112,14 @@ KubernetesVersion = Annotated[str, _checked(naming.kubernetes_version_problem)]
 Cidr = Annotated[str, _checked(naming.ipv4_cidr_problem)]
 
 
+MigStrategy = Literal["none", "single", "mixed"]
+# GPUs that can be split into MIG instances (NVIDIA MIG user guide: A30, A100, H100, H200, B200 and their
+# Grace variants), by the catalog's GPU model names.
+MIG_CAPABLE_GPU_PREFIXES = ("a30", "a100", "h100", "h200", "gh200", "b200", "gb200")
+# Far above any useful sharing (each replica gets 1/N of the GPU's time and shares its memory).
+MAX_TIME_SLICING_REPLICAS = 48
+
+
 class GpuPool(_Model):
     name: Annotated[str, _checked(naming.gpu_pool_name_problem)]
     instance_type: str
@@ -125,6 +133,11 @@ class GpuPool(_Model):
     # gcp only: the zones of the region the pool's nodes may use (default: every zone of the region that
     # offers the pool's GPU, from the catalog).
     zones: Annotated[list[str], Field(min_length=1)] | None = None
+    # GPU sharing, applied by the GPU operator's device plugin (pipelines/configure/values.py): how MIG
+    # devices are advertised (the operator's mig.strategy) and how many pods may share one GPU by time
+    # slicing (1 = no sharing). The cluster rules are in _CloudCluster._gpu_sharing_problems.
+    mig_strategy: MigStrategy = "none"
+    time_slicing_replicas: int = Field(default=1, ge=1, le=MAX_TIME_SLICING_REPLICAS)
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
@@ -253,11 +266,75 @@ class _CloudCluster(_Model):
                 problems.append((f"{where}.gpu_count", f"{has}; set gpu_count: {known.gpus} or remove it"))
             problems += [(f"{where}.{field}", message) for field, message in self._zone_problems(pool, known)]
             matches.append((pool, known))
+        problems += self._gpu_sharing_problems(matches)
         if problems:
             raise _rule_error(problems)
         for pool, known in matches:
             pool.gpu_type, pool.gpu_count = known.gpu, known.gpus
         return self
+
+    def _gpu_sharing_problems(
+        self, matches: list[tuple[GpuPool, catalog.InstanceType]]
+    ) -> list[tuple[str, str]]:
+        """MIG and time slicing: what the GPU operator's one cluster-wide setting can carry out.
+
+        The operator takes one mig.strategy and one default device-plugin config per cluster (a per-node
+        choice needs a node label gpufleet does not set), so the pools that share must agree. GKE shares
+        GPUs through its own device plugin (node pool gpu_sharing_config), which the GKE stack does not set.
+        """
+        problems: list[tuple[str, str]] = []
+        index = {id(pool): i for i, pool in enumerate(self.gpu_pools)}
+        sharing = [(pool, known) for pool, known in matches if pool.mig_strategy != "none"]
+        sliced = [pool for pool, _ in matches if pool.time_slicing_replicas > 1]
+        if self.cloud == "gcp":
+            for pool, _ in sharing:
+                problems.append(
+                    (
+                        f"gpu_pools[{index[id(pool)]}].mig_strategy",
+                        "GKE partitions GPUs itself (node pool gpu_partition_size), which gpufleet's GKE "
+                        "stack does not set; remove mig_strategy",
+                    )
+                )
+            for pool in sliced:
+                problems.append(
+                    (
+                        f"gpu_pools[{index[id(pool)]}].time_slicing_replicas",
+                        "GKE time-shares GPUs through its own device plugin (node pool gpu_sharing_config), "
+                        "which gpufleet's GKE stack does not set; remove time_slicing_replicas",
+                    )
+                )
+            return problems
+        for pool, known in sharing:
+            if not known.gpu.startswith(MIG_CAPABLE_GPU_PREFIXES):
+                problems.append(
+                    (
+                        f"gpu_pools[{index[id(pool)]}].mig_strategy",
+                        f"{known.name} has {known.gpu} GPUs, which have no MIG; "
+                        "set mig_strategy: none or use an A100/H100/H200 instance type",
+                    )
+                )
+        for pool, _ in sharing[1:]:
+            first = sharing[0][0]
+            if pool.mig_strategy != first.mig_strategy:
+                problems.append(
+                    (
+                        f"gpu_pools[{index[id(pool)]}].mig_strategy",
+                        f"{pool.mig_strategy} differs from pool {first.name}'s {first.mig_strategy}; "
+                        "the GPU operator takes one MIG strategy per cluster, so use the same one",
+                    )
+                )
+        first_pool = self.gpu_pools[0]
+        for pool, _ in matches:
+            if pool.time_slicing_replicas != first_pool.time_slicing_replicas:
+                problems.append(
+                    (
+                        f"gpu_pools[{index[id(pool)]}].time_slicing_replicas",
+                        f"{pool.time_slicing_replicas} differs from pool {first_pool.name}'s "
+                        f"{first_pool.time_slicing_replicas}; the device plugin takes one time-slicing "
+                        "setting per cluster, so give every pool of the cluster the same value",
+                    )
+                )
+        return problems
 
     def _zone_problems(self, pool: GpuPool, known: catalog.InstanceType) -> list[tuple[str, str]]:
         """GKE pools are pinned to zones that offer their GPU; other clouds take no zones."""
