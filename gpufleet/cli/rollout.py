@@ -194,6 +194,8 @@ def resume_command(
 ) -> None:
     """Continue the model's rollout after its driver died: reconcile every cluster, then go on."""
     ctx = _context(home, file, model)
+    if ctx.rollouts.active(model) is None:  # said before the live view starts, so it is the only output
+        raise UserError(f"model {model} has no rollout in progress; start one with `gpufleet rollout start`")
     _exit_unless_promoted(_drive(ctx, lambda d: d.resume(force=force), load_rps, report_dir))
 
 
