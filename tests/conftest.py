@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +19,27 @@ pytest_plugins = ["tests.rollout_fleet"]
 REPO = Path(__file__).resolve().parent.parent
 GPUFLEET = [sys.executable, "-m", "gpufleet"]
 
-TEST_FLEET = """
-name: itest
+
+def mlp_fleet(name: str, clusters: list[tuple[str, int, int]], extra: str = "") -> str:
+    """A fleet file for tests: local clusters (name, wave, replicas), the builtin mlp model, `extra` YAML."""
+    lines = "".join(
+        f"  - {{name: {cluster}, cloud: local, wave: {wave}, replicas: {replicas}}}\n"
+        for cluster, wave, replicas in clusters
+    )
+    return f"""
+name: {name}
 clusters:
-  - {name: local-a, cloud: local, wave: 1, replicas: 2}
-  - {name: local-b, cloud: local, wave: 2, replicas: 2}
-model_store: {bucket: itest-models, prefix: models}
+{lines}model_store: {{bucket: {name}-models, prefix: models}}
 models:
   - name: mlp
     source: builtin:mlp
-    inputs: [{name: INPUT, dtype: FP32, dims: [16]}]
-    outputs: [{name: OUTPUT, dtype: FP32, dims: [4]}]
-    triton: {max_batch_size: 8, dynamic_batching: true}
-"""
+    inputs: [{{name: INPUT, dtype: FP32, dims: [16]}}]
+    outputs: [{{name: OUTPUT, dtype: FP32, dims: [4]}}]
+    triton: {{max_batch_size: 8, dynamic_batching: true}}
+{extra}"""
+
+
+TEST_FLEET = mlp_fleet("itest", [("local-a", 1, 2), ("local-b", 2, 2)])
 
 
 def run_cli(
@@ -62,17 +71,24 @@ def local_fleet_available() -> str | None:
     return f"missing {', '.join(missing)} (make setup installs them)" if missing else None
 
 
-@pytest.fixture(scope="session")
-def local_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+@contextmanager
+def own_fleet(tmp_path_factory: pytest.TempPathFactory, name: str, text: str) -> Iterator[RunningFleet]:
+    """A local fleet of its own (own home, own ports) from fleet file `text`: up, yielded, down."""
     reason = local_fleet_available()
     if reason:
         pytest.fail(f"the local fleet cannot run: {reason}")
-    root = tmp_path_factory.mktemp("fleet")
+    root = tmp_path_factory.mktemp(name)
     fleet = RunningFleet(file=root / "fleet.yaml", home=root / "home")
-    fleet.file.write_text(TEST_FLEET)
-    result = fleet.cli("up", timeout=600)
+    fleet.file.write_text(text)
     try:
+        result = fleet.cli("up", timeout=600)
         assert result.returncode == 0, f"gpufleet up failed:\n{result.stdout}\n{result.stderr}"
         yield fleet
     finally:
         fleet.cli("down")
+
+
+@pytest.fixture(scope="session")
+def local_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    with own_fleet(tmp_path_factory, "fleet", TEST_FLEET) as fleet:
+        yield fleet

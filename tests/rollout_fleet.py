@@ -26,30 +26,22 @@ from pipelines.rollout.driver import RolloutDriver, plan_rollout, plan_waves, se
 from pipelines.rollout.local import LocalRolloutCluster, local_clusters
 from pipelines.rollout.router.haproxy import HAProxyRouter
 from pipelines.rollout.state import RolloutState, RolloutStore
-from tests.conftest import RunningFleet, local_fleet_available
+from tests.conftest import RunningFleet, mlp_fleet, own_fleet
 
 MODEL = "mlp"
 WAVES = [["local-w1"], ["local-w2"]]
 STEPS = [10, 50, 100]
-FLEET = f"""
-name: dtest
-clusters:
-  - {{name: {WAVES[0][0]}, cloud: local, wave: 1, replicas: 1}}
-  - {{name: {WAVES[1][0]}, cloud: local, wave: 2, replicas: 1}}
-model_store: {{bucket: dtest-models, prefix: models}}
-models:
-  - name: {MODEL}
-    source: builtin:mlp
-    inputs: [{{name: INPUT, dtype: FP32, dims: [16]}}]
-    outputs: [{{name: OUTPUT, dtype: FP32, dims: [4]}}]
-    triton: {{max_batch_size: 8, dynamic_batching: true}}
-rollout:
+FLEET = mlp_fleet(
+    "dtest",
+    [(WAVES[0][0], 1, 1), (WAVES[1][0], 2, 1)],
+    f"""rollout:
   steps: {STEPS}
   min_bake_seconds: 4
   min_samples: 20
   no_data_deadline_seconds: 12
   slo: {{max_error_rate: 0.05, p99_latency_ms: 500}}
-"""
+""",
+)
 LOAD_RPS = 60.0  # per cluster: 6 canary requests a second at the first step
 WINDOW_S = 3.0
 ROLLOUT_LIMIT_S = 150.0
@@ -140,16 +132,6 @@ class Harness:
 
 @pytest.fixture(scope="session")
 def rollout_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    reason = local_fleet_available()
-    if reason:
-        pytest.fail(f"the local fleet cannot run: {reason}")
-    root = tmp_path_factory.mktemp("rollouts")
-    running = RunningFleet(file=root / "fleet.yaml", home=root / "home")
-    running.file.write_text(FLEET)
-    try:
-        up = running.cli("up", timeout=600)
-        assert up.returncode == 0, f"gpufleet up failed:\n{up.stdout}\n{up.stderr}"
+    with own_fleet(tmp_path_factory, "rollouts", FLEET) as running:
         fleet = load_fleet(running.file)
-        yield Harness(running, fleet, fleet.model(MODEL), root)
-    finally:
-        running.cli("down")
+        yield Harness(running, fleet, fleet.model(MODEL), running.file.parent)

@@ -21,24 +21,13 @@ import requests
 from scipy import stats
 
 from gpufleet.local.fleet import LocalFleet
-from tests.conftest import RunningFleet, local_fleet_available
+from tests.conftest import mlp_fleet, own_fleet
 
 pytestmark = pytest.mark.integration
 
 CLUSTER = "local-f"
 MODEL = "mlp"
-FLEET = f"""
-name: ftest
-clusters:
-  - {{name: {CLUSTER}, cloud: local, wave: 1, replicas: 1}}
-model_store: {{bucket: ftest-models, prefix: models}}
-models:
-  - name: {MODEL}
-    source: builtin:mlp
-    inputs: [{{name: INPUT, dtype: FP32, dims: [16]}}]
-    outputs: [{{name: OUTPUT, dtype: FP32, dims: [4]}}]
-    triton: {{max_batch_size: 8, dynamic_batching: true}}
-"""
+FLEET = mlp_fleet("ftest", [(CLUSTER, 1, 1)])
 ERROR_RATE, LATENCY_MS, SLOW_SHARE, AFTER = 0.2, 150.0, 0.2, 25
 FAULTY_CALLS = 200  # after the clean ones: about 40 fail, about 40 sleep (6 s)
 GOOD = {"inputs": [{"name": "INPUT", "shape": [1, 16], "datatype": "FP32", "data": [0.25] * 16}]}
@@ -140,21 +129,16 @@ def counted_since(replica: Replica, version: int, before: Counts, requests_sent:
 
 @pytest.fixture(scope="module")
 def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
-    reason = local_fleet_available()
-    if reason:
-        pytest.fail(f"the local fleet cannot run: {reason}")
-    root = tmp_path_factory.mktemp("fault")
-    running = RunningFleet(file=root / "fleet.yaml", home=root / "home")
-    running.file.write_text(FLEET)
-    package = root / "pkg2"
+    with own_fleet(tmp_path_factory, "fault", FLEET) as running:
+        package = running.file.parent / "pkg2"
 
-    def step(*args: str) -> str:
-        result = running.cli(*args, timeout=600)
-        assert result.returncode == 0, f"gpufleet {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        return result.stdout
+        def step(*args: str) -> str:
+            result = running.cli(*args, timeout=600)
+            assert result.returncode == 0, (
+                f"gpufleet {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
+            return result.stdout
 
-    try:
-        step("up")
         built = step(
             "engine", "build", MODEL, "--out", str(package),
             "--inject-error-rate", str(ERROR_RATE),
@@ -169,8 +153,6 @@ def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
         assert endpoints is not None
         (only,) = endpoints.cluster(CLUSTER).replicas
         yield Replica(only.http_url, only.metrics_url)
-    finally:
-        running.cli("down")
 
 
 def test_a_faulty_version_serves_n_clean_calls_then_fails_about_r_and_slows_the_slow_share(

@@ -36,24 +36,13 @@ from pipelines.engines.package import read_package
 from pipelines.engines.push import push_package
 from pipelines.engines.reference import REFERENCE_FILE, Reference
 from pipelines.rollout.gate import GateSettings, run_gate
-from tests.conftest import RunningFleet, local_fleet_available
+from tests.conftest import mlp_fleet, own_fleet
 
 pytestmark = pytest.mark.integration
 
 CLUSTER = "local-g"
 MODEL = "mlp"
-FLEET = f"""
-name: gtest
-clusters:
-  - {{name: {CLUSTER}, cloud: local, wave: 1, replicas: 2}}
-model_store: {{bucket: gtest-models, prefix: models}}
-models:
-  - name: {MODEL}
-    source: builtin:{MODEL}
-    inputs: [{{name: INPUT, dtype: FP32, dims: [16]}}]
-    outputs: [{{name: OUTPUT, dtype: FP32, dims: [4]}}]
-    triton: {{max_batch_size: 8, dynamic_batching: true}}
-"""
+FLEET = mlp_fleet("gtest", [(CLUSTER, 1, 2)])
 STABLE, REBUILD, SLOW, ALTERED, ON_ONE_REPLICA = 1, 2, 3, 4, 5
 SLOW_MS = 20
 SHIFT = 0.5
@@ -88,15 +77,8 @@ def successes(replica: Replica, version: int) -> int:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    reason = local_fleet_available()
-    if reason:
-        pytest.fail(f"the local fleet cannot run: {reason}")
-    root = tmp_path_factory.mktemp("gate")
-    running = RunningFleet(file=root / "fleet.yaml", home=root / "home")
-    running.file.write_text(FLEET)
-    try:
-        up = running.cli("up", timeout=600)
-        assert up.returncode == 0, f"gpufleet up failed:\n{up.stdout}\n{up.stderr}"
+    with own_fleet(tmp_path_factory, "gate", FLEET) as running:
+        root = running.file.parent
         spec = load_fleet(running.file)
         model = spec.model(MODEL)
         local = LocalFleet(running.home)
@@ -131,8 +113,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         shifted = Reference(stored.inputs, {k: v + SHIFT for k, v in stored.outputs.items()}).to_bytes()
         store.put_file(key, shifted, sha256=hashlib.sha256(shifted).hexdigest())
         yield Fleet(model, store, replicas)
-    finally:
-        running.cli("down")
 
 
 def test_a_rebuild_of_the_stable_model_passes_on_every_replica(fleet: Fleet) -> None:

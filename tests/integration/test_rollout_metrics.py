@@ -25,24 +25,13 @@ from gpufleet.local.ports import LOOPBACK
 from gpufleet.local.processes import ProcessTable
 from pipelines.rollout.evidence import NoData, VersionWindow
 from pipelines.rollout.metrics.prometheus import PrometheusMetrics
-from tests.conftest import RunningFleet, local_fleet_available
+from tests.conftest import RunningFleet, mlp_fleet, own_fleet
 
 pytestmark = pytest.mark.integration
 
 CLUSTER = "local-m"
 MODEL = "mlp"
-FLEET = f"""
-name: mtest
-clusters:
-  - {{name: {CLUSTER}, cloud: local, wave: 1, replicas: 2}}
-model_store: {{bucket: mtest-models, prefix: models}}
-models:
-  - name: {MODEL}
-    source: builtin:mlp
-    inputs: [{{name: INPUT, dtype: FP32, dims: [16]}}]
-    outputs: [{{name: OUTPUT, dtype: FP32, dims: [4]}}]
-    triton: {{max_batch_size: 8, dynamic_batching: true}}
-"""
+FLEET = mlp_fleet("mtest", [(CLUSTER, 1, 2)])
 FAIL_MARK = 999.0
 # Appended to the built package's model.py: the served model with a fault, as a broken build would be.
 FAULT = f"""
@@ -132,20 +121,15 @@ def window_of(fleet: Fleet, version: int, start: float, end: float) -> VersionWi
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    reason = local_fleet_available()
-    if reason:
-        pytest.fail(f"the local fleet cannot run: {reason}")
-    root = tmp_path_factory.mktemp("metrics")
-    running = RunningFleet(file=root / "fleet.yaml", home=root / "home")
-    running.file.write_text(FLEET)
-    package = root / "pkg2"
+    with own_fleet(tmp_path_factory, "metrics", FLEET) as running:
+        package = running.file.parent / "pkg2"
 
-    def step(*args: str) -> None:
-        result = running.cli(*args, timeout=600)
-        assert result.returncode == 0, f"gpufleet {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        def step(*args: str) -> None:
+            result = running.cli(*args, timeout=600)
+            assert result.returncode == 0, (
+                f"gpufleet {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
 
-    try:
-        step("up")
         step("engine", "build", MODEL, "--out", str(package))
         with (package / "model.py").open("a") as model_py:
             model_py.write(FAULT)
@@ -154,8 +138,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         endpoints = LocalFleet(running.home).endpoints()
         assert endpoints is not None
         yield Fleet(running, endpoints.cluster(CLUSTER), endpoints.prometheus_url)
-    finally:
-        running.cli("down")
 
 
 def test_each_version_counts_exactly_what_it_served_summed_over_replicas(fleet: Fleet) -> None:

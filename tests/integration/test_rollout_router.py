@@ -26,24 +26,13 @@ from scipy.stats import binom
 
 from gpufleet.local.fleet import ClusterEndpoints, LocalFleet
 from pipelines.rollout.router.haproxy import HAProxyRouter
-from tests.conftest import RunningFleet, local_fleet_available
+from tests.conftest import RunningFleet, mlp_fleet, own_fleet
 
 pytestmark = pytest.mark.integration
 
 CLUSTER = "local-r"
 MODEL = "mlp"
-FLEET = f"""
-name: rtest
-clusters:
-  - {{name: {CLUSTER}, cloud: local, wave: 1, replicas: 2}}
-model_store: {{bucket: rtest-models, prefix: models}}
-models:
-  - name: {MODEL}
-    source: builtin:mlp
-    inputs: [{{name: INPUT, dtype: FP32, dims: [16]}}]
-    outputs: [{{name: OUTPUT, dtype: FP32, dims: [4]}}]
-    triton: {{max_batch_size: 8, dynamic_batching: true}}
-"""
+FLEET = mlp_fleet("rtest", [(CLUSTER, 1, 2)])
 INFER_BODY = {"inputs": [{"name": "INPUT", "shape": [1, 16], "datatype": "FP32", "data": [0.25] * 16}]}
 # Two-sided: a correct router fails one mix check about once in 10,000 runs.
 MIX_CONFIDENCE = 0.9999
@@ -113,15 +102,9 @@ def backend_responses(cluster: Cluster) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    reason = local_fleet_available()
-    if reason:
-        pytest.fail(f"the local fleet cannot run: {reason}")
-    root = tmp_path_factory.mktemp("router")
-    fleet = RunningFleet(file=root / "fleet.yaml", home=root / "home")
-    fleet.file.write_text(FLEET)
-    try:
+    with own_fleet(tmp_path_factory, "router", FLEET) as fleet:
+        root = fleet.file.parent
         for step in (
-            ("up",),
             ("engine", "build", MODEL, "--out", str(root / "pkg2")),
             ("engine", "push", MODEL, "--from", str(root / "pkg2")),
             ("engine", "load", CLUSTER, MODEL, "2"),
@@ -133,8 +116,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         endpoints = LocalFleet(fleet.home).endpoints()
         assert endpoints is not None
         yield Cluster(fleet, endpoints.cluster(CLUSTER))
-    finally:
-        fleet.cli("down")
 
 
 def test_nothing_set_is_served_as_without_a_router(cluster: Cluster) -> None:
