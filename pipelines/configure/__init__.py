@@ -1,0 +1,1 @@
+"""`gpufleet configure`: stack outputs -> inventory and extra vars; Helm values of the cluster roles."""
