@@ -355,6 +355,9 @@ class RolloutDriver:
         state = self._state
         if state.phase == "promoted":
             for name in (n for wave in state.waves for n in wave):
+                # The candidate takes every request before the old version goes: a driver that died
+                # between persisting the promotion and applying it left the last wave's split below 100.
+                self._set_router(name, self._weights(state, 100))
                 self.clusters[name].serve(state.model, [state.candidate])
                 self.clusters[name].router.clear(state.model)
             self._update(f"promoted version {state.candidate}; version {state.stable} unloaded everywhere")
