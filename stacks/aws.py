@@ -217,6 +217,7 @@ class ClusterStack(TerraformStack):
                         node_role=node_role,
                         subnet_ids=network.private_subnet_ids,
                         tags=tags,
+                        discovery_cluster_name=eks_name,
                     ),
                 )
             )

@@ -639,6 +639,42 @@ def test_variant_fleet_shares_the_first_clusters_region_and_opens_only_listed_ne
     ]
 
 
+def test_gpu_node_groups_tag_their_auto_scaling_groups_for_scale_from_zero(variant: Synthesized) -> None:
+    """EKS does not copy node-group tags to the Auto Scaling group; cluster-autoscaler reads the group's
+    (cloudprovider/aws/README.md): discovery tags, and node-template resources, labels and taints."""
+    east = variant.stack("prod-eks-east")
+    eks_name = only(east, "aws_eks_cluster")["name"]
+    groups = {
+        g["node_group_name"]: (address, g) for address, g in east["resource"]["aws_eks_node_group"].items()
+    }
+    by_group: dict[str, dict[str, str]] = {}
+    for tag in resources(east, "aws_autoscaling_group_tag"):
+        match = re.fullmatch(
+            r"\$\{aws_eks_node_group\.([^.]+)\.resources\[0\]\.autoscaling_groups\[0\]\.name\}",
+            tag["autoscaling_group_name"],
+        )
+        assert match, tag["autoscaling_group_name"]
+        assert tag["tag"]["propagate_at_launch"] is False
+        by_group.setdefault(match.group(1), {})[tag["tag"]["key"]] = tag["tag"]["value"]
+    # From VARIANT_FLEET: l4 = g6.xlarge (1 x L4), h100 = p5.48xlarge (8 x H100); the system group scales
+    # by its own minimum and gets none.
+    expected_gpus = {"gpu-l4": "1", "gpu-h100": "8"}
+    assert set(by_group) == {groups[name][0] for name in expected_gpus}
+    prefix = "k8s.io/cluster-autoscaler"
+    for name, gpus in expected_gpus.items():
+        address, group = groups[name]
+        tags = by_group[address]
+        assert tags[f"{prefix}/enabled"] == "true" and tags[f"{prefix}/{eks_name}"] == "owned"
+        assert tags[f"{prefix}/node-template/resources/nvidia.com/gpu"] == gpus
+        assert tags[f"{prefix}/node-template/taint/nvidia.com/gpu"] == "present:NoSchedule"
+        labels = {
+            k.removeprefix(f"{prefix}/node-template/label/"): v for k, v in tags.items() if "/label/" in k
+        }
+        assert labels == group["labels"]
+        assert labels["k8s.amazonaws.com/accelerator"] == {"gpu-l4": "l4", "gpu-h100": "h100-80gb"}[name]
+        assert all(TAG_KEY.fullmatch(k) and TAG_VALUE.fullmatch(v) for k, v in tags.items())
+
+
 # --- checkov ---------------------------------------------------------------------------------------
 
 
