@@ -5,7 +5,7 @@ Commands import their heavy parts inside the command, so that `gpufleet --help` 
 
 from __future__ import annotations
 
-from gpufleet.cli import engine, fleet, model, preview, rollout, serve, synth, validate  # noqa: F401  (registers the commands)
+from gpufleet.cli import configure, engine, fleet, model, preview, rollout, serve, synth, validate  # noqa: F401  (registers the commands)
 from gpufleet.cli.app import app
 from gpufleet.cli.errors import run
 
