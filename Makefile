@@ -68,6 +68,8 @@ integration: setup-all
 test: setup-all
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook --syntax-check -i localhost, playbooks/site.yml
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production playbooks
 	$(BIN)/pytest -q tests
 
 # Speed and memory figures, printed as ratios measured side by side (plus reports/synth.html):
