@@ -184,8 +184,10 @@ def outputs_from_terraform(
             stack, f"`terraform output` gave no answer within {TERRAFORM_TIMEOUT_S} s"
         ) from None
     if result.returncode != 0:
-        lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("╷")]
-        detail = _one_line(" ".join(lines[:3]).lstrip("│ "), 200) or f"exit {result.returncode}"
+        # Terraform's own error line ("Error: Backend initialization required, ..."), not its warnings.
+        lines = [ln.strip("│╷╵ ") for ln in result.stderr.splitlines()]
+        errors = [ln for ln in lines if ln.startswith("Error:")]
+        detail = _one_line(errors[0] if errors else " ".join(lines[-3:]), 200) or f"exit {result.returncode}"
         raise _not_deployed(stack, f"`terraform output` failed in {stack_dir} ({detail})")
     try:
         raw = json.loads(result.stdout or "{}")
