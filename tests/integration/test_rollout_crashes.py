@@ -33,7 +33,7 @@ import pytest
 
 from gpufleet.errors import FleetRuntimeError, UserError
 from gpufleet.objectstore import ObjectStore
-from pipelines.rollout.driver import RolloutDriver, plan_rollout, plan_waves, settings_from_spec
+from pipelines.rollout.driver import RolloutDriver, Update, plan_rollout, plan_waves, settings_from_spec
 from pipelines.rollout.journal import WindowJournal
 from pipelines.rollout.router.haproxy import HAProxyRouter
 from pipelines.rollout.state import Claim, RolloutState, RolloutStore
@@ -239,7 +239,14 @@ def test_a_driver_dying_before_it_applies_a_transition_is_finished_by_a_new_one(
 
             # A new process: fresh store, clusters and driver objects.
             rollouts = RolloutStore(harness.store)
-            resumer = RolloutDriver(rollouts, harness.model, harness.clusters())
+            # What the fleet shows when the new driver first reports (it has reconciled by then).
+            first_report: list[Fleet] = []
+
+            def on_update(update: Update) -> None:
+                if not first_report:
+                    first_report.append(fleet_now(harness, stable, candidate))
+
+            resumer = RolloutDriver(rollouts, harness.model, harness.clusters(), on_update=on_update)
             if point.stale_lease:
                 with pytest.raises(UserError, match="is being driven by pid"):
                     resumer.resume()  # the dead driver's pid is this live one: refused without force
@@ -303,6 +310,13 @@ def test_a_driver_dying_before_it_applies_a_transition_is_finished_by_a_new_one(
     else:
         assert weights == [(c, w) for c in CLUSTERS for w in STEPS]
         assert events.count("gate") == len(CLUSTERS) + (point.event == "gate")
+    # Reconciled before anything else: every cluster the stored state had touched held its stored
+    # split when the new driver first reported (skipped when it was ending: it removes the splits).
+    if point.phase_at_crash in ("gate", "canary"):
+        touched = {
+            c: p.weight for c, p in stored.state.clusters.items() if p.status in ("canary", "promoted")
+        }
+        assert {c: first_report[0][c][1] for c in touched} == touched, first_report
     windows = WindowJournal(harness.store, MODEL, planned.rollout_id).records()
     for cluster in CLUSTERS:
         indices = [r.index for r in windows if r.cluster == cluster]
