@@ -37,8 +37,9 @@ def test_validate_takes_file_option_and_env(tmp_path: Path) -> None:
 
 def test_validate_names_sections_no_command_acts_on_yet() -> None:
     out = run_cli("validate", str(REPO / "fleet.yaml")).stdout
-    assert "rollout is declared but no command acts on it yet" in out
+    assert "dr is declared but no command acts on it yet" in out
     assert "previews is declared" not in out  # the preview commands act on it
+    assert "rollout is declared" not in out  # `gpufleet rollout` acts on it
 
 
 def test_validate_notes_only_sections_the_file_declares(tmp_path: Path) -> None:
