@@ -43,7 +43,7 @@ from pipelines.rollout.evidence import NoData, VersionWindow, WindowPair
 from pipelines.rollout.gate import GateResult, run_gate
 from pipelines.rollout.journal import WindowJournal, WindowRecord
 from pipelines.rollout.judge import Verdict
-from pipelines.rollout.policy import ActionKind
+from pipelines.rollout.policy import ActionKind, default_max_bake_seconds
 from pipelines.rollout.router.base import Weights
 from pipelines.rollout.state import (
     Claim,
@@ -94,9 +94,8 @@ def settings_from_spec(rollout: Rollout, **overrides: float | None) -> RolloutSe
         "p99_latency_ms": rollout.slo.p99_latency_ms,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
-    if "max_bake_seconds" not in base or base["max_bake_seconds"] is None:
-        # fleet.yaml has no max bake: ten minimum bakes, at least ten minutes.
-        base["max_bake_seconds"] = max(10.0 * float(base["min_bake_seconds"]), 600.0)
+    if "max_bake_seconds" not in base:
+        base["max_bake_seconds"] = default_max_bake_seconds(float(base["min_bake_seconds"]))
     return RolloutSettings.model_validate(base)
 
 
@@ -181,6 +180,8 @@ class RolloutDriver:
         self.clock = clock
         self.sleep = sleep
         self.claim: Claim | None = None
+        # (wave index, its judges, each cluster's next journal index) of the wave being baked.
+        self._wave: tuple[int, WaveJudges, dict[str, int]] | None = None
         self._last_heartbeat = 0.0
 
     # --- entry points ---------------------------------------------------------------------------
@@ -188,7 +189,7 @@ class RolloutDriver:
     def start(self, state: RolloutState) -> RolloutState:
         """Take the model's lock with a new rollout and drive it to its end."""
         self.claim = self.rollouts.begin(state)
-        self._note("started", {"stable": state.stable, "candidate": state.candidate, "waves": state.waves})
+        self._persist("started", {"stable": state.stable, "candidate": state.candidate, "waves": state.waves})
         return self.run()
 
     def resume(self, *, force: bool = False) -> RolloutState:
@@ -288,7 +289,10 @@ class RolloutDriver:
         state = self._state
         wave = state.waves[state.wave_index]
         journal = WindowJournal(self.rollouts.store, state.model, state.rollout_id)
-        judges, next_index = self._wave_judges(state, wave, journal)
+        # The wave's judges live across its steps; a driver new to the wave rebuilds them from the journal.
+        if self._wave is None or self._wave[0] != state.wave_index:
+            self._wave = (state.wave_index, *self._wave_judges(state, wave, journal))
+        _, judges, next_index = self._wave
         window = state.settings.window_seconds
         start = self.clock()
         while True:
@@ -484,9 +488,6 @@ class RolloutDriver:
             raise _AbortArrived() from None
         self._last_heartbeat = now
         self._update(event)
-
-    def _note(self, event: str, detail: dict[str, Any]) -> None:
-        self._persist(event, detail)
 
     def _refresh(self) -> None:
         """Read the stored state: an abort written by `rollout abort` is taken up here."""

@@ -47,6 +47,11 @@ class Action:
     reason: str
 
 
+def default_max_bake_seconds(min_bake_seconds: float) -> float:
+    """fleet.yaml has no max bake yet: 10 minimum bakes, at least 10 minutes."""
+    return max(10.0 * min_bake_seconds, 600.0)
+
+
 @dataclass(frozen=True)
 class PolicySettings:
     steps: tuple[int, ...] = (1, 10, 50, 100)
@@ -63,8 +68,7 @@ class PolicySettings:
 
     @classmethod
     def from_spec(cls, rollout: Rollout, max_bake_seconds: float | None = None) -> PolicySettings:
-        # fleet.yaml has no max bake yet: default to 10 minimum bakes, at least 10 minutes.
-        default_max = max(10.0 * rollout.min_bake_seconds, 600.0)
+        default_max = default_max_bake_seconds(rollout.min_bake_seconds)
         return cls(
             steps=tuple(rollout.steps),
             min_bake_seconds=float(rollout.min_bake_seconds),
